@@ -1,0 +1,295 @@
+//! Types exchanged over HTTP between sdpctl, the controller and agents.
+//!
+//! Agents receive work fully resolved (catalog merged into each sandbox,
+//! route URLs computed), so an agent never needs the catalog or other agents.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::record::{Kind, Record};
+
+/// Short, stable content hash of any serializable value (hex, 16 chars).
+/// Maps are BTreeMaps throughout, so the JSON encoding is canonical.
+pub fn content_hash<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).expect("wire types always serialize");
+    let digest = Sha256::digest(&bytes);
+    hex::encode(&digest[..8])
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+// ---------------------------------------------------------------- records API
+
+/// A file (or body) submitted for apply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceDocument {
+    /// Shown in errors: the file name, or `<body>`.
+    pub file: String,
+    pub content: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub documents: Vec<SourceDocument>,
+    /// Validate only; store nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Who applied it, for history.
+    #[serde(default)]
+    pub applied_by: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyResult {
+    pub kind: Kind,
+    pub name: String,
+    pub action: ApplyAction,
+    pub file: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    /// Global revision after the apply (unchanged when nothing changed).
+    pub revision: u64,
+    pub dry_run: bool,
+    pub results: Vec<ApplyResult>,
+}
+
+/// A record as stored, with its bookkeeping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub kind: Kind,
+    pub name: String,
+    /// Global revision of the last change to this record.
+    pub revision: u64,
+    /// Global revision at which it was created.
+    pub created_revision: u64,
+    pub applied_at_ms: u64,
+    pub applied_by: String,
+    pub spec: Record,
+}
+
+/// The error body of every API error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every located problem, for spec errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<crate::parse::SpecError>,
+}
+
+// ---------------------------------------------------------------- agent work
+
+/// Everything one agent must run, as of one global revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignments {
+    pub agent: String,
+    pub revision: u64,
+    /// Hash of `sandboxes`: unchanged work has an unchanged etag.
+    pub etag: String,
+    pub sandboxes: Vec<SandboxWork>,
+}
+
+/// One agent's part of one sandbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxWork {
+    pub sandbox: String,
+    /// Content hash of this work; reported back once converged.
+    pub generation: String,
+    pub services: Vec<ServiceWork>,
+    pub gateway: Option<GatewayWork>,
+}
+
+impl SandboxWork {
+    pub fn new(sandbox: String, services: Vec<ServiceWork>, gateway: Option<GatewayWork>) -> Self {
+        let generation = content_hash(&(&sandbox, &services, &gateway));
+        Self {
+            sandbox,
+            generation,
+            services,
+            gateway,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceWork {
+    pub service: String,
+    pub repo: String,
+    pub branch: String,
+    pub build: Option<Vec<String>>,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    /// Catalog env with the sandbox's env over it.
+    pub env: BTreeMap<String, String>,
+    pub mount: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub health: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayWork {
+    pub gateway: String,
+    pub repo: String,
+    pub branch: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub mount: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub prepare: Option<Vec<String>>,
+    pub config_file: String,
+    pub reload: Option<Vec<String>>,
+    /// One entry per catalog service: where its URL map entry must point.
+    pub routes: Vec<RouteWork>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteWork {
+    pub service: String,
+    pub key: String,
+    pub target: RouteTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "lowercase")]
+pub enum RouteTarget {
+    /// Point the entry at this sandbox's container.
+    Sandbox { url: String },
+    /// Keep (or restore) the value committed in the gateway branch.
+    Default,
+    /// Should be routed, but the URL is not known yet; keep the default.
+    Pending { reason: String },
+}
+
+// ---------------------------------------------------------------- observed
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Progressing,
+    Ready,
+    Degraded,
+    Deleting,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Service,
+    Gateway,
+}
+
+/// What one agent observed, sent after every pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub agent: String,
+    /// Revision of the assignments this report answers.
+    pub revision: u64,
+    pub observed_at_ms: u64,
+    pub sandboxes: Vec<SandboxReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxReport {
+    pub sandbox: String,
+    /// The generation this agent has fully converged, if any.
+    pub converged_generation: Option<String>,
+    /// The generation the agent is working towards.
+    pub target_generation: String,
+    pub phase: Phase,
+    pub message: Option<String>,
+    pub units: Vec<UnitReport>,
+    pub routes: Vec<RouteReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitReport {
+    /// Service name, or the gateway record's name.
+    pub name: String,
+    pub role: Role,
+    pub agent: String,
+    pub branch: String,
+    /// Commit checked out and running.
+    pub commit: Option<String>,
+    pub image: String,
+    pub container_id: Option<String>,
+    /// Docker's state word: running, exited, ...
+    pub container_state: Option<String>,
+    pub host_port: u16,
+    pub ready: bool,
+    /// Last error, in plain words.
+    pub error: Option<String>,
+}
+
+/// One entry of the live URL map, read back from the gateway's file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteReport {
+    pub service: String,
+    pub key: String,
+    /// Value found in the live file.
+    pub live: Option<String>,
+    /// Value committed in the gateway branch (the OCP default).
+    pub default: Option<String>,
+    /// Where it should point: the sandbox URL, or the default.
+    pub desired: Option<String>,
+    /// The live value points at this sandbox rather than the default.
+    pub routed_to_sandbox: bool,
+}
+
+/// A sandbox's status as the controller derives it from agents' reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStatus {
+    pub sandbox: String,
+    pub phase: Phase,
+    pub message: Option<String>,
+    /// Revision of the sandbox record.
+    pub revision: u64,
+    pub units: Vec<UnitReport>,
+    pub routes: Vec<RouteReport>,
+    pub agents: Vec<AgentProgress>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentProgress {
+    pub agent: String,
+    /// Milliseconds since the agent last reported, if it ever did.
+    pub last_report_age_ms: Option<u64>,
+    pub stale: bool,
+    /// The agent reports this sandbox's current generation as converged.
+    pub converged: bool,
+}
+
+/// Agents as the controller knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    /// Address other containers use to reach what this agent publishes.
+    pub advertise: String,
+    pub last_seen_ms: u64,
+}
