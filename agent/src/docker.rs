@@ -141,23 +141,28 @@ impl Engine {
     }
 
     /// The gateway address of Docker's default bridge: on one machine, the
-    /// address containers use to reach ports published on the host.
+    /// address containers use to reach ports published on the host. Some
+    /// engines leave it out of IPAM; then it is the bridge interface's address.
     pub async fn bridge_gateway(&self) -> Result<String, DockerError> {
         self.count(false);
+        let what = "finding the address of Docker's bridge";
         let net = self
             .docker
             .inspect_network("bridge", None)
             .await
-            .map_err(|e| call_err("inspecting the bridge network", e))?;
-        net.ipam
-            .and_then(|i| i.config)
-            .into_iter()
-            .flatten()
-            .find_map(|c| c.gateway)
-            .ok_or_else(|| DockerError::Call {
-                what: "inspecting the bridge network".into(),
-                message: "it has no gateway address".into(),
-            })
+            .map_err(|e| call_err(what, e))?;
+        if let Some(gw) = net.ipam.as_ref().and_then(|i| i.config.as_ref()).into_iter().flatten().find_map(|c| c.gateway.clone()) {
+            return Ok(gw);
+        }
+        let iface = net
+            .options
+            .as_ref()
+            .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+            .unwrap_or_else(|| "docker0".into());
+        interface_ipv4(&iface).ok_or_else(|| DockerError::Call {
+            what: what.into(),
+            message: format!("the bridge has no gateway in IPAM and interface {iface} has no IPv4 address; pass --advertise and --bind-ip"),
+        })
     }
 
     /// Containers labelled as this agent's, in any state.
@@ -513,5 +518,41 @@ fn call_err(what: &str, e: BollardError) -> DockerError {
     DockerError::Call {
         what: what.to_string(),
         message,
+    }
+}
+
+/// The first IPv4 address of a network interface.
+fn interface_ipv4(name: &str) -> Option<String> {
+    // SAFETY: getifaddrs gives a list we only read and then free with
+    // freeifaddrs; each ifa_addr is checked for null and for AF_INET before
+    // it is read as a sockaddr_in.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            let ifname = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+            if ifname == name && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
+                break;
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_has_an_ipv4_address() {
+        assert_eq!(super::interface_ipv4("lo").as_deref(), Some("127.0.0.1"));
+        assert_eq!(super::interface_ipv4("no-such-interface-sdp"), None);
     }
 }

@@ -640,10 +640,18 @@ impl Reconciler {
             Action::Remove { id, .. } => self.engine.remove(id).await.map_err(|e| e.to_string()),
             Action::RemoveCheckout { path, .. } => {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(format!("removing {}: {e}", path.display())),
+                tokio::task::spawn_blocking(move || {
+                    match std::fs::remove_dir_all(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(format!("removing {}: {e}", path.display())),
+                    }
+                    // The sandbox's directory goes with its last checkout
+                    // (remove_dir only removes an empty directory).
+                    if let Some(parent) = path.parent() {
+                        let _ = std::fs::remove_dir(parent);
+                    }
+                    Ok(())
                 })
                 .await
                 .map_err(|e| e.to_string())?

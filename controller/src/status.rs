@@ -56,7 +56,8 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
             (Some(_), Some(r)) => {
                 units.extend(r.units.iter().cloned());
                 routes.extend(r.routes.iter().cloned());
-                if r.phase == Phase::Degraded {
+                let current = Some(&r.target_generation) == expected.as_ref();
+                if r.phase == Phase::Degraded && current {
                     problems.push((
                         Phase::Degraded,
                         r.message

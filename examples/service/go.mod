@@ -1,0 +1,3 @@
+module sdp.example/service
+
+go 1.19

@@ -1,0 +1,145 @@
+//! `sdpctl apply`: read spec files, check them locally, send them as one
+//! atomic batch, and optionally wait until the sandboxes are ready.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sdp_spec::record::Kind;
+use sdp_spec::wire::{ApplyAction, ApplyRequest, Phase, SourceDocument};
+
+use crate::api::Api;
+
+/// Every `.toml` file named, or found (recursively, sorted) under a directory.
+pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceDocument>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut content = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut content).context("reading stdin")?;
+            files.push(SourceDocument { file: "<stdin>".into(), content });
+            continue;
+        }
+        let meta = std::fs::metadata(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            if found.is_empty() {
+                bail!("{}: no .toml files in this directory", p.display());
+            }
+            found.sort();
+            for f in found {
+                files.push(read(&f)?);
+            }
+        } else {
+            files.push(read(p)?);
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let path = entry?.path();
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn read(p: &Path) -> anyhow::Result<SourceDocument> {
+    let bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+    let content = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", p.display()))?;
+    Ok(SourceDocument { file: p.display().to_string(), content })
+}
+
+pub struct ApplyOptions {
+    pub dry_run: bool,
+    pub wait: bool,
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+pub async fn apply(api: &Api, documents: Vec<SourceDocument>, opts: &ApplyOptions) -> anyhow::Result<()> {
+    // The same checks the controller makes on one file, before any traffic.
+    let mut local_errors = Vec::new();
+    for d in &documents {
+        if let Err(e) = sdp_spec::parse_toml(&d.content, &d.file) {
+            local_errors.extend(e.0);
+        }
+    }
+    if !local_errors.is_empty() {
+        bail!(sdp_spec::SpecErrors(local_errors));
+    }
+    let resp = api
+        .apply(&ApplyRequest { documents, dry_run: opts.dry_run, applied_by: None })
+        .await?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+    } else {
+        for r in &resp.results {
+            let word = match r.action {
+                ApplyAction::Created => "created",
+                ApplyAction::Configured => "configured",
+                ApplyAction::Unchanged => "unchanged",
+            };
+            let suffix = if opts.dry_run { " (dry run)" } else { "" };
+            println!("{}/{} {word}{suffix}", r.kind, r.name);
+        }
+    }
+    if opts.wait && !opts.dry_run {
+        let sandboxes: Vec<String> = resp
+            .results
+            .iter()
+            .filter(|r| r.kind == Kind::Sandbox)
+            .map(|r| r.name.clone())
+            .collect();
+        wait_ready(api, &sandboxes, opts.timeout).await?;
+    }
+    Ok(())
+}
+
+/// Polls status until every sandbox is Ready; fails at once on Degraded.
+pub async fn wait_ready(api: &Api, sandboxes: &[String], timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last_shown: Vec<String> = vec![String::new(); sandboxes.len()];
+    let mut pending: Vec<usize> = (0..sandboxes.len()).collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for &i in &pending {
+            let name = &sandboxes[i];
+            let st = api.status(name).await?;
+            let line = format!(
+                "{name}: {}{}",
+                st.phase,
+                st.message.as_ref().map(|m| format!(" - {m}")).unwrap_or_default()
+            );
+            if line != last_shown[i] {
+                eprintln!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
+                last_shown[i] = line;
+            }
+            match st.phase {
+                Phase::Ready => {}
+                Phase::Degraded => bail!("sandbox {name} is Degraded: {}", st.message.unwrap_or_default()),
+                _ => still.push(i),
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        if start.elapsed() >= timeout {
+            let waiting: Vec<String> = pending.iter().map(|&i| last_shown[i].clone()).collect();
+            bail!("timed out after {}s; still waiting for: {}", timeout.as_secs(), waiting.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}

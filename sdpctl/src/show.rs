@@ -1,0 +1,183 @@
+//! `sdpctl get`, `describe` and `history`: what is stored and what runs.
+
+use sdp_spec::record::{Kind, Record};
+use sdp_spec::wire::{Phase, Role, SandboxStatus, now_ms};
+
+use crate::Output;
+use crate::api::Api;
+use crate::table::Table;
+
+pub async fn get(api: &Api, kind: Kind, name: Option<&str>, out: Output) -> anyhow::Result<()> {
+    let records = match name {
+        Some(n) => vec![api.get(kind, n).await?],
+        None => api.list(kind).await?,
+    };
+    match out {
+        Output::Json => {
+            let v = if name.is_some() { serde_json::to_value(&records[0])? } else { serde_json::to_value(&records)? };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Output::Toml => {
+            for (i, r) in records.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", r.spec.to_toml());
+            }
+        }
+        Output::Table => {
+            let statuses = if kind == Kind::Sandbox { api.statuses().await? } else { vec![] };
+            let mut t = match kind {
+                Kind::Service => Table::new(&["NAME", "AGENT", "IMAGE", "PORT", "ROUTE KEY", "REPO"]),
+                Kind::Gateway => Table::new(&["NAME", "AGENT", "IMAGE", "CONFIG FILE", "REPO"]),
+                Kind::Sandbox => Table::new(&["NAME", "PHASE", "SERVICES", "GATEWAY", "REVISION"]),
+            };
+            for r in &records {
+                match &r.spec {
+                    Record::Service(s) => t.row(vec![
+                        s.name.to_string(),
+                        s.agent.to_string(),
+                        s.image.to_string(),
+                        s.container_port.to_string(),
+                        s.route_key(),
+                        s.repo.to_string(),
+                    ]),
+                    Record::Gateway(g) => t.row(vec![
+                        g.name.to_string(),
+                        g.agent.to_string(),
+                        g.image.to_string(),
+                        g.config_file.to_string(),
+                        g.repo.to_string(),
+                    ]),
+                    Record::Sandbox(s) => {
+                        let phase = statuses
+                            .iter()
+                            .find(|st| st.sandbox == s.name.as_str())
+                            .map_or("-".to_string(), |st| st.phase.to_string());
+                        let services: Vec<String> = s
+                            .services
+                            .iter()
+                            .map(|(n, svc)| format!("{n}@{}:{}", svc.branch, svc.host_port))
+                            .collect();
+                        let gw = s.gateway.as_ref().map_or("-".into(), |g| format!("{}:{}", g.branch, g.host_port));
+                        t.row(vec![s.name.to_string(), phase, services.join(","), gw, r.revision.to_string()]);
+                    }
+                }
+            }
+            print!("{}", t.render(""));
+        }
+    }
+    Ok(())
+}
+
+pub async fn describe(api: &Api, name: &str, out: Output) -> anyhow::Result<()> {
+    let st = api.status(name).await?;
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    print!("{}", render_status(&st));
+    Ok(())
+}
+
+pub fn render_status(st: &SandboxStatus) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("Sandbox:   {}\n", st.sandbox));
+    s.push_str(&format!("Phase:     {}\n", st.phase));
+    s.push_str(&format!("Revision:  {}\n", st.revision));
+    if let Some(m) = &st.message {
+        s.push_str(&format!("Message:   {m}\n"));
+    }
+    s.push_str("Agents:\n");
+    let mut t = Table::new(&["AGENT", "LAST REPORT", "CONVERGED"]);
+    for a in &st.agents {
+        let age = match a.last_report_age_ms {
+            Some(ms) => format!("{} ago{}", human(ms), if a.stale { " (stale)" } else { "" }),
+            None => "never".into(),
+        };
+        t.row(vec![a.agent.clone(), age, yes_no(a.converged)]);
+    }
+    s.push_str(&t.render("  "));
+    s.push_str("Units:\n");
+    let mut t = Table::new(&["ROLE", "NAME", "AGENT", "BRANCH", "COMMIT", "STATE", "PORT", "READY", "ERROR"]);
+    for u in &st.units {
+        t.row(vec![
+            match u.role {
+                Role::Service => "service".into(),
+                Role::Gateway => "gateway".into(),
+            },
+            u.name.clone(),
+            u.agent.clone(),
+            u.branch.clone(),
+            u.commit.as_deref().map_or("-".into(), |c| c[..c.len().min(12)].to_string()),
+            u.container_state.clone().unwrap_or_else(|| "-".into()),
+            u.host_port.to_string(),
+            yes_no(u.ready),
+            u.error.clone().unwrap_or_default(),
+        ]);
+    }
+    s.push_str(&t.render("  "));
+    if !st.routes.is_empty() {
+        s.push_str("Routes (live, read back from the gateway's URL map):\n");
+        let mut t = Table::new(&["SERVICE", "KEY", "TO", "LIVE VALUE", "OCP DEFAULT"]);
+        for r in &st.routes {
+            let to = if r.live.is_none() {
+                "missing"
+            } else if r.routed_to_sandbox {
+                "sandbox"
+            } else {
+                "OCP"
+            };
+            let to = if r.live != r.desired && r.live.is_some() { format!("{to} (drift)") } else { to.to_string() };
+            t.row(vec![
+                r.service.clone(),
+                r.key.clone(),
+                to,
+                r.live.clone().unwrap_or_else(|| "-".into()),
+                r.default.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        s.push_str(&t.render("  "));
+    }
+    if st.phase != Phase::Ready && st.units.is_empty() {
+        s.push_str("  (no unit has been reported yet)\n");
+    }
+    s
+}
+
+pub async fn history(api: &Api, kind: Kind, name: &str, out: Output) -> anyhow::Result<()> {
+    let entries = api.history(kind, name).await?;
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    let mut t = Table::new(&["REVISION", "WHEN", "BY", "CHANGE"]);
+    let now = now_ms();
+    for e in &entries {
+        let at = e["at_ms"].as_u64().unwrap_or(0);
+        let change = if e["record"].is_null() { "deleted" } else { "applied" };
+        t.row(vec![
+            e["revision"].to_string(),
+            format!("{} ago", human(now.saturating_sub(at))),
+            e["by"].as_str().unwrap_or("").to_string(),
+            change.into(),
+        ]);
+    }
+    print!("{}", t.render(""));
+    Ok(())
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+fn human(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
