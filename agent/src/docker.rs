@@ -151,7 +151,14 @@ impl Engine {
             .inspect_network("bridge", None)
             .await
             .map_err(|e| call_err(what, e))?;
-        if let Some(gw) = net.ipam.as_ref().and_then(|i| i.config.as_ref()).into_iter().flatten().find_map(|c| c.gateway.clone()) {
+        if let Some(gw) = net
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.gateway.clone())
+        {
             return Ok(gw);
         }
         let iface = net
@@ -536,9 +543,13 @@ fn interface_ipv4(name: &str) -> Option<String> {
         while !cur.is_null() {
             let ifa = &*cur;
             let ifname = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
-            if ifname == name && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+            if ifname == name
+                && !ifa.ifa_addr.is_null()
+                && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET
+            {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
+                found =
+                    Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
                 break;
             }
             cur = ifa.ifa_next;

@@ -35,7 +35,11 @@ impl Api {
             .build()
             .expect("HTTP client builds");
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        Self { http, base: base.trim_end_matches('/').to_string(), user }
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            user,
+        }
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
@@ -51,10 +55,16 @@ impl Api {
                 )
             })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.context("reading the controller's answer")?;
+        let bytes = resp
+            .bytes()
+            .await
+            .context("reading the controller's answer")?;
         if !status.is_success() {
             let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
-                error: format!("controller answered {status}: {}", String::from_utf8_lossy(&bytes)),
+                error: format!(
+                    "controller answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
                 field: None,
                 details: vec![],
             });
@@ -64,30 +74,49 @@ impl Api {
     }
 
     pub async fn apply(&self, req: &ApplyRequest) -> anyhow::Result<ApplyResponse> {
-        self.send(self.http.post(format!("{}/v1/apply", self.base)).json(req)).await
+        self.send(self.http.post(format!("{}/v1/apply", self.base)).json(req))
+            .await
     }
 
     pub async fn list(&self, kind: Kind) -> anyhow::Result<Vec<StoredRecord>> {
-        self.send(self.http.get(format!("{}/v1/records/{kind}", self.base))).await
+        self.send(self.http.get(format!("{}/v1/records/{kind}", self.base)))
+            .await
     }
 
     pub async fn get(&self, kind: Kind, name: &str) -> anyhow::Result<StoredRecord> {
-        self.send(self.http.get(format!("{}/v1/records/{kind}/{name}", self.base))).await
+        self.send(
+            self.http
+                .get(format!("{}/v1/records/{kind}/{name}", self.base)),
+        )
+        .await
     }
 
     pub async fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.delete(format!("{}/v1/records/{kind}/{name}", self.base))).await
+        self.send(
+            self.http
+                .delete(format!("{}/v1/records/{kind}/{name}", self.base)),
+        )
+        .await
     }
 
     pub async fn history(&self, kind: Kind, name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        self.send(self.http.get(format!("{}/v1/records/{kind}/{name}/history", self.base))).await
+        self.send(
+            self.http
+                .get(format!("{}/v1/records/{kind}/{name}/history", self.base)),
+        )
+        .await
     }
 
     pub async fn status(&self, name: &str) -> anyhow::Result<SandboxStatus> {
-        self.send(self.http.get(format!("{}/v1/sandboxes/{name}/status", self.base))).await
+        self.send(
+            self.http
+                .get(format!("{}/v1/sandboxes/{name}/status", self.base)),
+        )
+        .await
     }
 
     pub async fn statuses(&self) -> anyhow::Result<Vec<SandboxStatus>> {
-        self.send(self.http.get(format!("{}/v1/sandboxes", self.base))).await
+        self.send(self.http.get(format!("{}/v1/sandboxes", self.base)))
+            .await
     }
 }

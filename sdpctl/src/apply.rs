@@ -16,8 +16,12 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceDocument>> {
     for p in paths {
         if p.as_os_str() == "-" {
             let mut content = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut content).context("reading stdin")?;
-            files.push(SourceDocument { file: "<stdin>".into(), content });
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut content)
+                .context("reading stdin")?;
+            files.push(SourceDocument {
+                file: "<stdin>".into(),
+                content,
+            });
             continue;
         }
         let meta = std::fs::metadata(p).with_context(|| format!("{}: cannot read", p.display()))?;
@@ -39,9 +43,13 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceDocument>> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+    {
         let path = entry?.path();
-        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if hidden {
             continue;
         }
@@ -56,8 +64,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 
 fn read(p: &Path) -> anyhow::Result<SourceDocument> {
     let bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
-    let content = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", p.display()))?;
-    Ok(SourceDocument { file: p.display().to_string(), content })
+    let content =
+        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", p.display()))?;
+    Ok(SourceDocument {
+        file: p.display().to_string(),
+        content,
+    })
 }
 
 pub struct ApplyOptions {
@@ -67,7 +79,11 @@ pub struct ApplyOptions {
     pub json: bool,
 }
 
-pub async fn apply(api: &Api, documents: Vec<SourceDocument>, opts: &ApplyOptions) -> anyhow::Result<()> {
+pub async fn apply(
+    api: &Api,
+    documents: Vec<SourceDocument>,
+    opts: &ApplyOptions,
+) -> anyhow::Result<()> {
     // The same checks the controller makes on one file, before any traffic.
     let mut local_errors = Vec::new();
     for d in &documents {
@@ -79,7 +95,11 @@ pub async fn apply(api: &Api, documents: Vec<SourceDocument>, opts: &ApplyOption
         bail!(sdp_spec::SpecErrors(local_errors));
     }
     let resp = api
-        .apply(&ApplyRequest { documents, dry_run: opts.dry_run, applied_by: None })
+        .apply(&ApplyRequest {
+            documents,
+            dry_run: opts.dry_run,
+            applied_by: None,
+        })
         .await?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&resp)?);
@@ -119,7 +139,10 @@ pub async fn wait_ready(api: &Api, sandboxes: &[String], timeout: Duration) -> a
             let line = format!(
                 "{name}: {}{}",
                 st.phase,
-                st.message.as_ref().map(|m| format!(" - {m}")).unwrap_or_default()
+                st.message
+                    .as_ref()
+                    .map(|m| format!(" - {m}"))
+                    .unwrap_or_default()
             );
             if line != last_shown[i] {
                 eprintln!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
@@ -127,7 +150,10 @@ pub async fn wait_ready(api: &Api, sandboxes: &[String], timeout: Duration) -> a
             }
             match st.phase {
                 Phase::Ready => {}
-                Phase::Degraded => bail!("sandbox {name} is Degraded: {}", st.message.unwrap_or_default()),
+                Phase::Degraded => bail!(
+                    "sandbox {name} is Degraded: {}",
+                    st.message.unwrap_or_default()
+                ),
                 _ => still.push(i),
             }
         }
@@ -137,7 +163,11 @@ pub async fn wait_ready(api: &Api, sandboxes: &[String], timeout: Duration) -> a
         }
         if start.elapsed() >= timeout {
             let waiting: Vec<String> = pending.iter().map(|&i| last_shown[i].clone()).collect();
-            bail!("timed out after {}s; still waiting for: {}", timeout.as_secs(), waiting.join("; "));
+            bail!(
+                "timed out after {}s; still waiting for: {}",
+                timeout.as_secs(),
+                waiting.join("; ")
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

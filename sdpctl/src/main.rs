@@ -13,10 +13,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sdp_spec::record::Kind;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Run feature branches of microservices in isolated sandboxes")]
+#[command(
+    version,
+    about = "Run feature branches of microservices in isolated sandboxes"
+)]
 struct Cli {
     /// Controller URL.
-    #[arg(long, global = true, env = "SDP_CONTROLLER", default_value = "http://127.0.0.1:3452")]
+    #[arg(
+        long,
+        global = true,
+        env = "SDP_CONTROLLER",
+        default_value = "http://127.0.0.1:3452"
+    )]
     controller: String,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value = "table")]
@@ -78,7 +86,11 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(cli).await {
@@ -93,15 +105,29 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let api = api::Api::new(&cli.controller);
     match cli.command {
-        Command::Apply { files, dry_run, wait, timeout } => {
+        Command::Apply {
+            files,
+            dry_run,
+            wait,
+            timeout,
+        } => {
             let docs = apply::collect(&files)?;
-            let opts = apply::ApplyOptions { dry_run, wait, timeout, json: cli.output == Output::Json };
+            let opts = apply::ApplyOptions {
+                dry_run,
+                wait,
+                timeout,
+                json: cli.output == Output::Json,
+            };
             apply::apply(&api, docs, &opts).await
         }
-        Command::Get { kind: k, name } => show::get(&api, kind(&k)?, name.as_deref(), cli.output).await,
+        Command::Get { kind: k, name } => {
+            show::get(&api, kind(&k)?, name.as_deref(), cli.output).await
+        }
         Command::Describe { kind: k, name } => {
             if kind(&k)? != Kind::Sandbox {
-                anyhow::bail!("describe shows sandboxes; use `sdpctl get {k} {name}` for other kinds");
+                anyhow::bail!(
+                    "describe shows sandboxes; use `sdpctl get {k} {name}` for other kinds"
+                );
             }
             show::describe(&api, &name, cli.output).await
         }
@@ -111,7 +137,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{k}/{name} deleted");
             Ok(())
         }
-        Command::History { kind: k, name } => show::history(&api, kind(&k)?, &name, cli.output).await,
+        Command::History { kind: k, name } => {
+            show::history(&api, kind(&k)?, &name, cli.output).await
+        }
         Command::Wait { names, timeout } => apply::wait_ready(&api, &names, timeout).await,
     }
 }

@@ -14,7 +14,11 @@ pub async fn get(api: &Api, kind: Kind, name: Option<&str>, out: Output) -> anyh
     };
     match out {
         Output::Json => {
-            let v = if name.is_some() { serde_json::to_value(&records[0])? } else { serde_json::to_value(&records)? };
+            let v = if name.is_some() {
+                serde_json::to_value(&records[0])?
+            } else {
+                serde_json::to_value(&records)?
+            };
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Output::Toml => {
@@ -26,9 +30,15 @@ pub async fn get(api: &Api, kind: Kind, name: Option<&str>, out: Output) -> anyh
             }
         }
         Output::Table => {
-            let statuses = if kind == Kind::Sandbox { api.statuses().await? } else { vec![] };
+            let statuses = if kind == Kind::Sandbox {
+                api.statuses().await?
+            } else {
+                vec![]
+            };
             let mut t = match kind {
-                Kind::Service => Table::new(&["NAME", "AGENT", "IMAGE", "PORT", "ROUTE KEY", "REPO"]),
+                Kind::Service => {
+                    Table::new(&["NAME", "AGENT", "IMAGE", "PORT", "ROUTE KEY", "REPO"])
+                }
                 Kind::Gateway => Table::new(&["NAME", "AGENT", "IMAGE", "CONFIG FILE", "REPO"]),
                 Kind::Sandbox => Table::new(&["NAME", "PHASE", "SERVICES", "GATEWAY", "REVISION"]),
             };
@@ -59,8 +69,17 @@ pub async fn get(api: &Api, kind: Kind, name: Option<&str>, out: Output) -> anyh
                             .iter()
                             .map(|(n, svc)| format!("{n}@{}:{}", svc.branch, svc.host_port))
                             .collect();
-                        let gw = s.gateway.as_ref().map_or("-".into(), |g| format!("{}:{}", g.branch, g.host_port));
-                        t.row(vec![s.name.to_string(), phase, services.join(","), gw, r.revision.to_string()]);
+                        let gw = s
+                            .gateway
+                            .as_ref()
+                            .map_or("-".into(), |g| format!("{}:{}", g.branch, g.host_port));
+                        t.row(vec![
+                            s.name.to_string(),
+                            phase,
+                            services.join(","),
+                            gw,
+                            r.revision.to_string(),
+                        ]);
                     }
                 }
             }
@@ -99,7 +118,9 @@ pub fn render_status(st: &SandboxStatus) -> String {
     }
     s.push_str(&t.render("  "));
     s.push_str("Units:\n");
-    let mut t = Table::new(&["ROLE", "NAME", "AGENT", "BRANCH", "COMMIT", "STATE", "PORT", "READY", "ERROR"]);
+    let mut t = Table::new(&[
+        "ROLE", "NAME", "AGENT", "BRANCH", "COMMIT", "STATE", "PORT", "READY", "ERROR",
+    ]);
     for u in &st.units {
         t.row(vec![
             match u.role {
@@ -109,7 +130,9 @@ pub fn render_status(st: &SandboxStatus) -> String {
             u.name.clone(),
             u.agent.clone(),
             u.branch.clone(),
-            u.commit.as_deref().map_or("-".into(), |c| c[..c.len().min(12)].to_string()),
+            u.commit
+                .as_deref()
+                .map_or("-".into(), |c| c[..c.len().min(12)].to_string()),
             u.container_state.clone().unwrap_or_else(|| "-".into()),
             u.host_port.to_string(),
             yes_no(u.ready),
@@ -128,7 +151,11 @@ pub fn render_status(st: &SandboxStatus) -> String {
             } else {
                 "OCP"
             };
-            let to = if r.live != r.desired && r.live.is_some() { format!("{to} (drift)") } else { to.to_string() };
+            let to = if r.live != r.desired && r.live.is_some() {
+                format!("{to} (drift)")
+            } else {
+                to.to_string()
+            };
             t.row(vec![
                 r.service.clone(),
                 r.key.clone(),
@@ -155,7 +182,11 @@ pub async fn history(api: &Api, kind: Kind, name: &str, out: Output) -> anyhow::
     let now = now_ms();
     for e in &entries {
         let at = e["at_ms"].as_u64().unwrap_or(0);
-        let change = if e["record"].is_null() { "deleted" } else { "applied" };
+        let change = if e["record"].is_null() {
+            "deleted"
+        } else {
+            "applied"
+        };
         t.row(vec![
             e["revision"].to_string(),
             format!("{} ago", human(now.saturating_sub(at))),
