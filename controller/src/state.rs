@@ -171,7 +171,7 @@ impl Controller {
                 Some(_) => ApplyAction::Configured,
             };
             if action != ApplyAction::Unchanged {
-                changes.push(Change::Put(StoredRecord {
+                changes.push(Change::Put(Box::new(StoredRecord {
                     kind: doc.record.kind(),
                     name: doc.record.name().to_string(),
                     revision,
@@ -179,7 +179,7 @@ impl Controller {
                     applied_at_ms: at,
                     applied_by: by.clone(),
                     spec: doc.record.clone(),
-                }));
+                })));
             }
             results.push(ApplyResult {
                 kind: doc.record.kind(),
@@ -240,7 +240,7 @@ impl Controller {
                 match c {
                     Change::Put(rec) => {
                         snap.records
-                            .insert(format!("{}/{}", rec.kind, rec.name), rec);
+                            .insert(format!("{}/{}", rec.kind, rec.name), *rec);
                     }
                     Change::Delete { key, .. } => {
                         snap.records.remove(&key);

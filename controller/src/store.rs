@@ -79,7 +79,7 @@ pub struct HistoryEntry {
 /// A change to one record, part of an atomic batch.
 #[derive(Clone, Debug)]
 pub enum Change {
-    Put(StoredRecord),
+    Put(Box<StoredRecord>),
     Delete { key: String, by: String, at_ms: u64 },
 }
 
@@ -160,7 +160,7 @@ impl Store {
                             revision,
                             at_ms: rec.applied_at_ms,
                             by: rec.applied_by.clone(),
-                            record: Some(rec.clone()),
+                            record: Some((**rec).clone()),
                         };
                         history.insert(
                             history_key(&key, revision).as_str(),
@@ -273,7 +273,10 @@ mod tests {
             store
                 .commit(
                     1,
-                    &[Change::Put(record("a", 1)), Change::Put(record("b", 1))],
+                    &[
+                        Change::Put(Box::new(record("a", 1))),
+                        Change::Put(Box::new(record("b", 1))),
+                    ],
                 )
                 .unwrap();
             store
@@ -295,7 +298,9 @@ mod tests {
         assert_eq!(hist.len(), 2);
         assert!(hist[0].record.is_some() && hist[1].record.is_none());
         // A name that is a prefix of another does not mix histories.
-        store.commit(3, &[Change::Put(record("a-2", 3))]).unwrap();
+        store
+            .commit(3, &[Change::Put(Box::new(record("a-2", 3)))])
+            .unwrap();
         assert_eq!(store.history("sandbox/a").unwrap().len(), 2);
     }
 }

@@ -422,7 +422,7 @@ pub fn locate_path(text: &str, path: &[String]) -> Option<Range<usize>> {
                 DeValue::Table(t) => table = t,
                 DeValue::Array(a) => {
                     let idx: usize = seg.parse().ok()?;
-                    let item = a.iter().nth(idx)?;
+                    let item = a.get(idx)?;
                     span = Some(item.span());
                     value = Some(item);
                     continue;
