@@ -152,12 +152,23 @@ impl fmt::Display for Action {
             }
             Action::Build { unit } => write!(f, "{unit}: build"),
             Action::WriteConfig { unit } => write!(f, "{unit}: write URL map"),
-            Action::Remove { name, reason, .. } => write!(f, "remove container {name}: {reason}"),
+            Action::Remove {
+                unit: Some(unit),
+                name,
+                reason,
+                ..
+            } => write!(f, "{unit}: remove container {name} ({reason})"),
+            Action::Remove {
+                unit: None,
+                name,
+                reason,
+                ..
+            } => write!(f, "remove container {name} ({reason})"),
             Action::Create { unit } => write!(f, "{unit}: create container"),
             Action::Start { unit, .. } => write!(f, "{unit}: start container"),
             Action::Reload { unit, .. } => write!(f, "{unit}: reload"),
             Action::RemoveCheckout { path, reason } => {
-                write!(f, "remove checkout {}: {reason}", path.display())
+                write!(f, "remove checkout {} ({reason})", path.display())
             }
         }
     }
@@ -431,7 +442,7 @@ mod tests {
             [
                 "alice/service/eredar: check out c2",
                 "alice/service/eredar: build",
-                "remove container sdp-alice-eredar: commit c1 -> c2",
+                "alice/service/eredar: remove container sdp-alice-eredar (commit c1 -> c2)",
                 "alice/service/eredar: create container",
             ]
         );
@@ -463,7 +474,7 @@ mod tests {
         assert_eq!(
             names(&a),
             [
-                "remove container sdp-alice-eredar: image img -> img2, host port 9001 -> 9002",
+                "alice/service/eredar: remove container sdp-alice-eredar (image img -> img2, host port 9001 -> 9002)",
                 "alice/service/eredar: create container"
             ]
         );
@@ -471,7 +482,7 @@ mod tests {
         d.container.env = vec!["A=b".into()];
         assert!(
             names(&plan_unit(&d, &converged()))[0]
-                .ends_with("command, environment or mounts changed")
+                .ends_with("(command, environment or mounts changed)")
         );
     }
 
@@ -499,7 +510,7 @@ mod tests {
         assert_eq!(
             names(&a),
             [
-                "remove container sdp-alice-eredar: container is removing",
+                "alice/service/eredar: remove container sdp-alice-eredar (container is removing)",
                 "alice/service/eredar: create container"
             ]
         );
@@ -568,7 +579,7 @@ mod tests {
             a,
             [
                 "alice/gateway/eredar: write URL map",
-                "remove container sdp-alice-eredar: the URL map changed and the gateway has no reload command",
+                "alice/gateway/eredar: remove container sdp-alice-eredar (the URL map changed and the gateway has no reload command)",
                 "alice/gateway/eredar: create container"
             ]
         );
@@ -616,10 +627,10 @@ mod tests {
         assert_eq!(
             names(&a),
             [
-                "remove container sdp-alice-eredar: alice/service/ledger is no longer part of sandbox alice",
-                "remove container sdp-alice-eredar: sandbox bob is no longer assigned to this agent",
-                "remove container sdp-alice-eredar: labelled as SDP's but names no sandbox unit",
-                "remove checkout /w/b: sandbox bob is no longer assigned to this agent",
+                "remove container sdp-alice-eredar (alice/service/ledger is no longer part of sandbox alice)",
+                "remove container sdp-alice-eredar (sandbox bob is no longer assigned to this agent)",
+                "remove container sdp-alice-eredar (labelled as SDP's but names no sandbox unit)",
+                "remove checkout /w/b (sandbox bob is no longer assigned to this agent)",
             ]
         );
         assert_eq!(plan_gc(&desired, &[], &[]), vec![]);

@@ -73,7 +73,15 @@ pub struct Reconciler {
     branches: HashMap<(String, String), Branch>,
     seen_generations: HashSet<String>,
     last: BTreeMap<String, SandboxReport>,
+    /// Sandboxes whose self-heal keeps failing, and when to try again.
+    healing: HashMap<String, Healing>,
     http: reqwest::Client,
+}
+
+struct Healing {
+    generation: String,
+    backoff: retry::Backoff,
+    next: Instant,
 }
 
 impl Reconciler {
@@ -93,6 +101,7 @@ impl Reconciler {
             branches: HashMap::new(),
             seen_generations: HashSet::new(),
             last: BTreeMap::new(),
+            healing: HashMap::new(),
             http,
         }
     }
@@ -185,6 +194,15 @@ impl Reconciler {
         work: &Assignments,
         client: Option<&Client>,
     ) -> (SandboxReport, Vec<Action>, Option<Duration>) {
+        // A failing self-heal is retried on its own schedule, not every pass;
+        // new work (another generation) is tried at once.
+        if let Some(h) = self.healing.get(&sb.sandbox)
+            && h.generation == sb.generation
+            && let Some(wait) = h.next.checked_duration_since(Instant::now())
+            && let Some(last) = self.last.get(&sb.sandbox)
+        {
+            return (last.clone(), Vec::new(), Some(wait));
+        }
         let fresh = self.seen_generations.insert(sb.generation.clone());
         let mut units = Vec::new();
         for svc in &sb.services {
@@ -256,11 +274,40 @@ impl Reconciler {
             Some(ctx) => self.read_routes(&ctx).await,
             None => Vec::new(),
         };
-        let report = build_report(sb, &units, &self.cfg.name, routes);
+        let mut report = build_report(sb, &units, &self.cfg.name, routes);
         let requeue = match report.phase {
-            Phase::Ready => None,
-            _ if units.iter().any(|u| u.error.is_some()) => Some(retry::Backoff::heal().fail()),
-            _ => Some(retry::UNHEALTHY_REQUEUE),
+            Phase::Degraded => {
+                let h = self
+                    .healing
+                    .entry(sb.sandbox.clone())
+                    .or_insert_with(|| Healing {
+                        generation: sb.generation.clone(),
+                        backoff: retry::Backoff::heal(),
+                        next: Instant::now(),
+                    });
+                if h.generation != sb.generation {
+                    h.generation = sb.generation.clone();
+                    h.backoff.reset();
+                }
+                let wait = h.backoff.fail();
+                h.next = Instant::now() + wait;
+                if let Some(m) = report.message.as_mut() {
+                    m.push_str(&format!(
+                        " (attempt {}; next try in {}s)",
+                        h.backoff.failures(),
+                        wait.as_secs().max(1)
+                    ));
+                }
+                Some(wait)
+            }
+            Phase::Ready => {
+                self.healing.remove(&sb.sandbox);
+                None
+            }
+            _ => {
+                self.healing.remove(&sb.sandbox);
+                Some(retry::UNHEALTHY_REQUEUE)
+            }
         };
         if !done.is_empty() || report.phase != Phase::Ready {
             tracing::info!(phase = %report.phase, message = report.message.as_deref().unwrap_or(""), "sandbox observed");

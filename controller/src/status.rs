@@ -62,16 +62,21 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
                         Phase::Degraded,
                         r.message
                             .clone()
+                            .map(|m| format!("{agent}: {m}"))
                             .unwrap_or_else(|| format!("agent `{agent}` reports a problem")),
                     ));
                 } else if !converged {
-                    let msg = r.message.clone().unwrap_or_else(|| {
-                        if r.target_generation.as_str() != expected.as_deref().unwrap_or("") {
-                            format!("agent `{agent}` has not picked up the latest change yet")
-                        } else {
-                            format!("agent `{agent}` is converging")
-                        }
-                    });
+                    let msg = r
+                        .message
+                        .clone()
+                        .map(|m| format!("{agent}: {m}"))
+                        .unwrap_or_else(|| {
+                            if r.target_generation.as_str() != expected.as_deref().unwrap_or("") {
+                                format!("agent `{agent}` has not picked up the latest change yet")
+                            } else {
+                                format!("agent `{agent}` is converging")
+                            }
+                        });
                     problems.push((Phase::Progressing, msg));
                 }
             }
@@ -243,7 +248,7 @@ mod tests {
         assert_eq!(st.phase, Phase::Degraded);
         assert_eq!(
             st.message.as_deref(),
-            Some("image x is not loaded on agent micro")
+            Some("micro: image x is not loaded on agent micro")
         );
     }
 

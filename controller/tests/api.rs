@@ -275,7 +275,7 @@ async fn host_port_conflict_across_sandboxes_names_the_holder() {
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     let msg = v["error"].as_str().unwrap();
     assert!(
-        msg.contains("bob.toml:10:1: field `services.eredar.host_port`"),
+        msg.contains("bob.toml:10:13: field `services.eredar.host_port`"),
         "{msg}"
     );
     assert!(

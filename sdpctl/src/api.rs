@@ -34,7 +34,11 @@ impl Api {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("HTTP client builds");
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        // Who applied what, for history: SDP_USER, else the login name.
+        let user = ["SDP_USER", "USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "unknown".into());
         Self {
             http,
             base: base.trim_end_matches('/').to_string(),

@@ -40,7 +40,9 @@ pub async fn get(api: &Api, kind: Kind, name: Option<&str>, out: Output) -> anyh
                     Table::new(&["NAME", "AGENT", "IMAGE", "PORT", "ROUTE KEY", "REPO"])
                 }
                 Kind::Gateway => Table::new(&["NAME", "AGENT", "IMAGE", "CONFIG FILE", "REPO"]),
-                Kind::Sandbox => Table::new(&["NAME", "PHASE", "SERVICES", "GATEWAY", "REVISION"]),
+                Kind::Sandbox => {
+                    Table::new(&["NAME", "PHASE", "SERVICES", "ROUTED", "GATEWAY", "REVISION"])
+                }
             };
             for r in &records {
                 match &r.spec {
@@ -174,6 +176,9 @@ pub fn render_status(st: &SandboxStatus) -> String {
 
 pub async fn history(api: &Api, kind: Kind, name: &str, out: Output) -> anyhow::Result<()> {
     let entries = api.history(kind, name).await?;
+    if entries.is_empty() {
+        anyhow::bail!("{kind} `{name}` has no history: it was never applied");
+    }
     if out == Output::Json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());

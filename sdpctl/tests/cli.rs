@@ -174,7 +174,7 @@ async fn port_conflict_across_sandboxes_is_refused_by_the_controller() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr.contains("bob.toml:6:1: field `services.eredar.host_port`"),
+        stderr.contains("bob.toml:6:13: field `services.eredar.host_port`"),
         "{stderr}"
     );
     assert!(

@@ -331,11 +331,31 @@ fn reword(raw: &str) -> String {
         let key = rest.split('`').next().unwrap_or(rest);
         return format!("missing required key `{key}`");
     }
+    if let Some(rest) = raw.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        return format!("expected {}, found {found}", plain_type(expected));
+    }
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let (v, tail) = rest.split_once('`').unwrap_or((rest, ""));
         return format!("`{v}` is not allowed here{tail}");
     }
     raw.to_string()
+}
+
+/// serde's names for types, in the words of a spec file.
+fn plain_type(expected: &str) -> &str {
+    match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+            "an integer"
+        }
+        "a borrowed string" | "a string" => "a string",
+        "a boolean" => "true or false",
+        "a sequence" => "a list, e.g. [\"a\", \"b\"]",
+        "a map" => "a table",
+        e if e.starts_with("struct ") => "a table",
+        e => e,
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -431,7 +451,12 @@ pub fn locate_path(text: &str, path: &[String]) -> Option<Range<usize>> {
             }
         }
         let (k, v) = table.iter().find(|(k, _)| k.get_ref() == seg)?;
-        span = Some(k.span());
+        // Point at a scalar's value, like the parser's own errors do; at the
+        // key for tables and arrays.
+        span = Some(match v.get_ref() {
+            DeValue::Table(_) | DeValue::Array(_) => k.span(),
+            _ => v.span(),
+        });
         value = Some(v);
     }
     span
