@@ -139,6 +139,11 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             a.controller
         );
     }
+    for (flag, value) in [("--advertise", &a.advertise), ("--bind-ip", &a.bind_ip)] {
+        if value != "auto" {
+            sdp_spec::types::check_host(value).map_err(|m| anyhow::anyhow!("{flag}: {m}"))?;
+        }
+    }
     let mut cfg = AgentConfig::new(&name, &a.controller, a.work_dir, &a.advertise);
     cfg.bind_ip = a.bind_ip;
     cfg.branch_check = a.branch_check;

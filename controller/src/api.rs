@@ -4,17 +4,18 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sdp_spec::record::Kind;
-use sdp_spec::types::check_name;
+use sdp_spec::types::{check_host, check_name};
 use sdp_spec::wire::{AgentReport, ApplyRequest, SourceDocument};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::state::{AppState, parse_any};
+use crate::state::AppState;
+use sdp_spec::parse::parse_any;
 
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -31,7 +32,41 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/agents", get(list_agents))
         .route("/v1/agents/{name}/assignments", get(assignments))
         .route("/v1/agents/{name}/report", post(report))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; the API is under /v1".into()) })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Errors raised before a handler runs (bad path encoding, body too large,
+/// wrong method) come as plain text; give them the API's JSON shape too.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let error = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    (
+        status,
+        Json(sdp_spec::wire::ErrorBody {
+            error,
+            field: None,
+            details: vec![],
+        }),
+    )
+        .into_response()
 }
 
 fn kind_param(kind: &str) -> Result<Kind, ApiError> {
@@ -59,29 +94,34 @@ fn body_text(body: &Bytes) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request("request body is not UTF-8 text", None))
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
-}
-
-/// A JSON `ApplyRequest`, or one TOML/JSON record as the whole body.
+/// A JSON `ApplyRequest` (`{"documents": [...]}`), or one TOML or JSON
+/// record as the whole body.
 async fn apply(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let text = body_text(&body)?;
-    let mut req = match serde_json::from_str::<ApplyRequest>(&text) {
-        Ok(req) if is_json(&headers) || !req.documents.is_empty() => req,
-        _ => ApplyRequest {
+    let is_batch = text.trim_start().starts_with('{')
+        && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text)
+            .is_ok_and(|m| m.contains_key("documents"));
+    let mut req = if is_batch {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize::<_, ApplyRequest>(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            ApiError::bad_request(
+                format!("malformed apply request: {}", e.inner()),
+                (field != ".").then_some(field.as_str()),
+            )
+        })?
+    } else {
+        ApplyRequest {
             documents: vec![SourceDocument {
                 file: "<body>".into(),
                 content: text,
             }],
             ..ApplyRequest::default()
-        },
+        }
     };
     if req.applied_by.is_none() {
         req.applied_by = applied_by(&headers);
@@ -139,6 +179,7 @@ async fn get_record(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let kind = kind_param(&kind)?;
+    name_param(&name)?;
     let rec = st
         .get(kind, &name)
         .ok_or_else(|| ApiError::NotFound(format!("{kind} `{name}` not found")))?;
@@ -162,6 +203,7 @@ async fn delete_record(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let kind = kind_param(&kind)?;
+    name_param(&name)?;
     let by = applied_by(&headers).unwrap_or_else(|| "anonymous".into());
     let revision = st.delete(kind, &name, &by).await?;
     Ok(Json(serde_json::json!({ "revision": revision })).into_response())
@@ -172,6 +214,7 @@ async fn history(
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = kind_param(&kind)?;
+    name_param(&name)?;
     Ok(Json(st.history(kind, &name).await?).into_response())
 }
 
@@ -183,6 +226,7 @@ async fn sandbox_status(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    name_param(&name)?;
     let status = st
         .sandbox_status(&name)
         .ok_or_else(|| ApiError::NotFound(format!("sandbox `{name}` not found")))?;
@@ -209,20 +253,13 @@ struct PollQuery {
 async fn assignments(
     State(st): State<AppState>,
     Path(agent): Path<String>,
-    Query(q): Query<PollQuery>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     name_param(&agent)?;
-    if let Some(adv) = q.advertise.as_deref()
-        && (adv.is_empty()
-            || adv.len() > 255
-            || adv
-                .chars()
-                .any(|c| c.is_whitespace() || c == '/' || c == '@'))
-    {
-        return Err(ApiError::bad_request(
-            format!("`{adv}` is not a host name or IP address"),
-            Some("advertise"),
-        ));
+    let Query(q) = Query::<PollQuery>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text()), None))?;
+    if let Some(adv) = q.advertise.as_deref() {
+        check_host(adv).map_err(|m| ApiError::bad_request(m, Some("advertise")))?;
     }
     st.touch_agent(&agent, q.advertise.as_deref()).await?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(st.settings.max_wait);
@@ -253,6 +290,7 @@ async fn report(
     Path(agent): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    name_param(&agent)?;
     let report: AgentReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed report: {e}"), None))?;
     if report.agent != agent {

@@ -3,7 +3,7 @@
 //! Pure: it judges a prospective set of records, and blames the documents of
 //! the batch that would introduce a problem.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sdp_spec::record::{Gateway, Record, Sandbox, Service};
 use sdp_spec::{Document, Issue, SpecError};
@@ -11,22 +11,29 @@ use sdp_spec::{Document, Issue, SpecError};
 /// Records by `kind/name`, as they would be after the batch.
 pub type Records = BTreeMap<String, Record>;
 
+/// Records of one kind: keys are `kind/name`, so a kind is a key range.
+fn of_kind<'a>(records: &'a Records, kind: &str) -> impl Iterator<Item = &'a Record> {
+    records
+        .range(format!("{kind}/")..format!("{kind}0"))
+        .map(|(_, r)| r)
+}
+
 pub fn services(records: &Records) -> impl Iterator<Item = &Service> {
-    records.values().filter_map(|r| match r {
+    of_kind(records, "service").filter_map(|r| match r {
         Record::Service(s) => Some(s),
         _ => None,
     })
 }
 
 pub fn gateways(records: &Records) -> impl Iterator<Item = &Gateway> {
-    records.values().filter_map(|r| match r {
+    of_kind(records, "gateway").filter_map(|r| match r {
         Record::Gateway(g) => Some(g),
         _ => None,
     })
 }
 
 pub fn sandboxes(records: &Records) -> impl Iterator<Item = &Sandbox> {
-    records.values().filter_map(|r| match r {
+    of_kind(records, "sandbox").filter_map(|r| match r {
         Record::Sandbox(s) => Some(s),
         _ => None,
     })
@@ -46,17 +53,17 @@ pub fn gateway_of<'a>(records: &'a Records, sandbox: &Sandbox) -> Result<&'a Gat
             )),
         },
         None => {
-            let all: Vec<&Gateway> = gateways(records).collect();
-            match all.as_slice() {
+            let first_two: Vec<&Gateway> = gateways(records).take(2).collect();
+            match first_two.as_slice() {
                 [only] => Ok(only),
                 [] => Err(
                     "the catalog has no gateway record; apply one (kind = \"gateway\") first"
                         .into(),
                 ),
-                many => Err(format!(
+                _ => Err(format!(
                     "the catalog has {} gateways ({}); say which with `name` in [gateway]",
-                    many.len(),
-                    list(many.iter().map(|g| g.name.to_string()))
+                    gateways(records).count(),
+                    list(gateways(records).map(|g| g.name.to_string()))
                 )),
             }
         }
@@ -92,46 +99,62 @@ struct Claim {
 /// Checks the prospective `records` after a batch of `docs` (and deletions of
 /// `deleted` keys). Returns located errors; empty means the batch is fine.
 pub fn check(records: &Records, docs: &[Document], deleted: &[String]) -> Vec<SpecError> {
+    let by_key: HashMap<String, &Document> = docs.iter().map(|d| (d.record.key(), d)).collect();
     let mut errors = Vec::new();
-    let doc_of = |key: &str| docs.iter().find(|d| d.record.key() == key);
 
-    // References from every sandbox: a deleted service breaks sandboxes that
-    // are not in the batch, so those are blamed on the deletion.
+    // References from every sandbox. A change elsewhere (a deleted service,
+    // a gateway deleted or added) can break a sandbox that is not in the
+    // batch; then the change is refused.
     for sb in sandboxes(records) {
         let key = format!("sandbox/{}", sb.name);
+        let doc = by_key.get(&key).copied();
         for name in sb.services.keys() {
-            if service(records, name).is_none() {
-                let msg = format!(
-                    "service `{name}` is not in the catalog; known services: {}",
-                    list(services(records).map(|s| s.name.to_string()))
-                );
-                blame(
-                    &mut errors,
-                    doc_of(&key),
-                    &["services", name],
-                    msg,
-                    deleted,
-                    &key,
-                    &format!("service/{name}"),
-                );
+            if service(records, name).is_some() {
+                continue;
+            }
+            let msg = format!(
+                "service `{name}` is not in the catalog; known services: {}",
+                list(services(records).map(|s| s.name.to_string()))
+            );
+            match doc {
+                Some(d) => errors.push(d.locate(&Issue::new(&["services", name], msg))),
+                None => {
+                    if let Some(gone) = deleted.iter().find(|d| **d == format!("service/{name}")) {
+                        errors.push(refused_deletion(gone, &key, ""));
+                    }
+                }
             }
         }
-        if sb.gateway.is_some()
-            && let Err(msg) = gateway_of(records, sb)
-        {
-            let culprit = match sb.gateway.as_ref().and_then(|g| g.name.as_ref()) {
-                Some(n) => format!("gateway/{n}"),
-                None => String::new(),
+        let Some(sg) = &sb.gateway else { continue };
+        let Err(msg) = gateway_of(records, sb) else {
+            continue;
+        };
+        if let Some(d) = doc {
+            errors.push(d.locate(&Issue::new(&["gateway"], msg)));
+            continue;
+        }
+        let implicit = sg.name.is_none();
+        let deleted_gateway = deleted.iter().find(|d| match &sg.name {
+            Some(n) => **d == format!("gateway/{n}"),
+            None => d.starts_with("gateway/"),
+        });
+        if let Some(gone) = deleted_gateway {
+            let why = if implicit {
+                " (its [gateway] names none, so it runs the only gateway)"
+            } else {
+                ""
             };
-            blame(
-                &mut errors,
-                doc_of(&key),
-                &["gateway"],
-                msg,
-                deleted,
-                &key,
-                &culprit,
-            );
+            errors.push(refused_deletion(gone, &key, why));
+        } else if implicit
+            && let Some(added) = docs.iter().find(|d| matches!(d.record, Record::Gateway(_)))
+        {
+            errors.push(added.locate(&Issue::new(
+                &["name"],
+                format!(
+                    "adding gateway `{}` leaves {key} without a gateway: its [gateway] names none, and with more than one gateway it must; add `name = \"...\"` to its [gateway] first",
+                    added.record.name()
+                ),
+            )));
         }
     }
 
@@ -141,7 +164,7 @@ pub fn check(records: &Records, docs: &[Document], deleted: &[String]) -> Vec<Sp
         let rk = svc.route_key();
         if let Some(first) = keys.get(&rk) {
             for (this, other) in [(svc, *first), (*first, svc)] {
-                if let Some(doc) = doc_of(&format!("service/{}", this.name)) {
+                if let Some(doc) = by_key.get(&format!("service/{}", this.name)) {
                     errors.push(doc.locate(&Issue::new(
                         &["route_key"],
                         format!(
@@ -157,34 +180,28 @@ pub fn check(records: &Records, docs: &[Document], deleted: &[String]) -> Vec<Sp
         }
     }
 
-    errors.extend(port_conflicts(records, docs));
+    errors.extend(port_conflicts(records, &by_key, docs));
     errors
 }
 
-fn blame(
-    errors: &mut Vec<SpecError>,
-    doc: Option<&Document>,
-    path: &[&str],
-    msg: String,
-    deleted: &[String],
-    sandbox_key: &str,
-    culprit_key: &str,
-) {
-    if let Some(doc) = doc {
-        errors.push(doc.locate(&Issue::new(path, msg)));
-    } else if deleted.iter().any(|d| d == culprit_key) {
-        errors.push(SpecError {
-            file: culprit_key.to_string(),
-            line: None,
-            column: None,
-            field: None,
-            message: format!("cannot delete {culprit_key}: {sandbox_key} uses it; change or delete that sandbox first"),
-        });
+fn refused_deletion(gone: &str, sandbox_key: &str, why: &str) -> SpecError {
+    SpecError {
+        file: gone.to_string(),
+        line: None,
+        column: None,
+        field: None,
+        message: format!(
+            "cannot delete {gone}: {sandbox_key} uses it{why}; change or delete that sandbox first"
+        ),
     }
 }
 
 /// Two sandboxes may not publish the same host port on one agent.
-fn port_conflicts(records: &Records, docs: &[Document]) -> Vec<SpecError> {
+fn port_conflicts(
+    records: &Records,
+    by_key: &HashMap<String, &Document>,
+    docs: &[Document],
+) -> Vec<SpecError> {
     let mut claims: BTreeMap<(String, u16), Vec<Claim>> = BTreeMap::new();
     for sb in sandboxes(records) {
         for (name, s) in &sb.services {
@@ -222,10 +239,7 @@ fn port_conflicts(records: &Records, docs: &[Document]) -> Vec<SpecError> {
         }
         // Blame the claimant whose document is in this batch; the other holds the port.
         for claim in &claimants {
-            let Some(doc) = docs
-                .iter()
-                .find(|d| d.record.key() == format!("sandbox/{}", claim.sandbox))
-            else {
+            let Some(doc) = by_key.get(&format!("sandbox/{}", claim.sandbox)) else {
                 continue;
             };
             let holder = claimants
@@ -244,12 +258,12 @@ fn port_conflicts(records: &Records, docs: &[Document]) -> Vec<SpecError> {
         }
         // A catalog change (a service moved to another agent) can create a
         // clash between sandboxes that are not in the batch.
-        if !claimants.iter().any(|c| {
-            docs.iter()
-                .any(|d| d.record.key() == format!("sandbox/{}", c.sandbox))
-        }) && let Some(doc) = docs
+        if !claimants
             .iter()
-            .find(|d| !matches!(d.record, Record::Sandbox(_)))
+            .any(|c| by_key.contains_key(&format!("sandbox/{}", c.sandbox)))
+            && let Some(doc) = docs
+                .iter()
+                .find(|d| !matches!(d.record, Record::Sandbox(_)))
         {
             errors.push(doc.locate(&Issue::new(
                 &["agent"],
@@ -353,6 +367,34 @@ mod tests {
             "{}",
             errs[0]
         );
+    }
+
+    #[test]
+    fn gateways_a_sandbox_runs_implicitly_cannot_vanish_or_multiply() {
+        let (s, g, a) = (svc("eredar", "micro"), gw(), sandbox("alice", 9001, 8101));
+        let recs = records(&[&s, &a]);
+        let errs = check(&recs, &[], &["gateway/erangel".into()]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].message.contains(
+                "cannot delete gateway/erangel: sandbox/alice uses it (its [gateway] names none"
+            ),
+            "{}",
+            errs[0]
+        );
+
+        let second = doc(&gw().text.replace("erangel", "second"));
+        let recs = records(&[&s, &g, &a, &second]);
+        let errs = check(&recs, std::slice::from_ref(&second), &[]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .message
+                .contains("adding gateway `second` leaves sandbox/alice without a gateway"),
+            "{}",
+            errs[0]
+        );
+        assert_eq!(errs[0].line, Some(2));
     }
 
     #[test]

@@ -7,15 +7,15 @@
 //! - The global revision only moves forward, and moves only when desired state
 //!   changes (records, or an agent's advertised address).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sdp_spec::parse::{Document, parse_json, parse_toml};
+use sdp_spec::parse::{Document, parse_any};
 use sdp_spec::record::{Kind, Record};
 use sdp_spec::wire::{
     AgentInfo, AgentReport, ApplyAction, ApplyRequest, ApplyResponse, ApplyResult, Assignments,
-    SandboxStatus, StoredRecord, now_ms,
+    SandboxStatus, SourceDocument, StoredRecord, now_ms,
 };
 use sdp_spec::{SpecError, SpecErrors};
 use tokio::sync::{Mutex, watch};
@@ -104,45 +104,28 @@ impl Controller {
     }
 
     /// Validates and stores a batch of documents atomically: all or nothing.
-    pub async fn apply(&self, req: ApplyRequest) -> Result<ApplyResponse, ApiError> {
+    pub async fn apply(&self, mut req: ApplyRequest) -> Result<ApplyResponse, ApiError> {
         if req.documents.is_empty() {
             return Err(ApiError::bad_request("no documents to apply", None));
         }
-        let mut docs: Vec<Document> = Vec::new();
-        let mut errors: Vec<SpecError> = Vec::new();
-        for d in &req.documents {
-            match parse_any(&d.content, &d.file) {
-                Ok(doc) => {
-                    if let Some(first) = docs.iter().find(|x| x.record.key() == doc.record.key()) {
-                        errors.push(SpecError {
-                            file: doc.file.clone(),
-                            line: None,
-                            column: None,
-                            field: Some("name".into()),
-                            message: format!(
-                                "{} is also defined in {}; a batch may define each record once",
-                                doc.record.key(),
-                                first.file
-                            ),
-                        });
-                    } else {
-                        docs.push(doc);
-                    }
-                }
-                Err(SpecErrors(e)) => errors.extend(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors.into());
-        }
+        // Parsing is CPU work: keep it off the async workers.
+        let sources = std::mem::take(&mut req.documents);
+        let docs = tokio::task::spawn_blocking(move || parse_batch(&sources))
+            .await
+            .map_err(|_| ApiError::ShuttingDown)??;
 
-        let by = req.applied_by.clone().unwrap_or_else(|| "anonymous".into());
+        let by = clean_user(req.applied_by.as_deref());
         let _guard = self.writer.lock().await;
         let mut prospective = self.records();
         for doc in &docs {
             prospective.insert(doc.record.key(), doc.record.clone());
         }
-        let errors = catalog::check(&prospective, &docs, &[]);
+        let (docs, errors) = tokio::task::spawn_blocking(move || {
+            let errors = catalog::check(&prospective, &docs, &[]);
+            (docs, errors)
+        })
+        .await
+        .map_err(|_| ApiError::ShuttingDown)?;
         if !errors.is_empty() {
             return Err(errors.into());
         }
@@ -390,12 +373,54 @@ impl Controller {
     }
 }
 
-/// TOML unless it looks like a JSON object.
-pub fn parse_any(text: &str, file: &str) -> Result<Document, SpecErrors> {
-    if text.trim_start().starts_with('{') {
-        parse_json(text, file)
+/// Every document of a batch, parsed; a record defined twice is an error.
+fn parse_batch(sources: &[SourceDocument]) -> Result<Vec<Document>, ApiError> {
+    let mut docs: Vec<Document> = Vec::with_capacity(sources.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut errors: Vec<SpecError> = Vec::new();
+    for d in sources {
+        match parse_any(&d.content, &d.file) {
+            Ok(doc) => {
+                let key = doc.record.key();
+                if let Some(&first) = seen.get(&key) {
+                    errors.push(SpecError {
+                        file: doc.file.clone(),
+                        line: None,
+                        column: None,
+                        field: Some("name".into()),
+                        message: format!(
+                            "{key} is also defined in {}; a batch may define each record once",
+                            docs[first].file
+                        ),
+                    });
+                } else {
+                    seen.insert(key, docs.len());
+                    docs.push(doc);
+                }
+            }
+            Err(SpecErrors(e)) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
     } else {
-        parse_toml(text, file)
+        Err(errors.into())
+    }
+}
+
+/// Who applied a change, as kept in history and logs: printable, bounded.
+pub fn clean_user(by: Option<&str>) -> String {
+    let cleaned: String = by
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() {
+        "anonymous".into()
+    } else {
+        cleaned.to_string()
     }
 }
 

@@ -468,3 +468,152 @@ async fn everything_acknowledged_survives_a_restart() {
         "http://10.1.1.1:9001/"
     );
 }
+
+#[tokio::test]
+async fn apply_requests_are_strict() {
+    let api = Api::new().await;
+    let body =
+        json!({"documents": [{"file": "g.toml", "content": GATEWAY}], "dryrun": true}).to_string();
+    let (st, v) = api
+        .call("POST", "/v1/apply", Some(("application/json", body)))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `dryrun`"),
+        "{v}"
+    );
+    let body = json!({"documents": [{"content": GATEWAY}]}).to_string();
+    let (st, v) = api
+        .call("POST", "/v1/apply", Some(("application/json", body)))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `file`"),
+        "{v}"
+    );
+    assert_eq!(api.revision_and_count().await, (0, 0));
+}
+
+#[tokio::test]
+async fn gateways_sandboxes_run_without_naming_them_are_protected() {
+    let api = Api::new().await;
+    api.apply(&[
+        ("e.toml", EREDAR),
+        ("g.toml", GATEWAY),
+        ("a.toml", &sandbox("alice", 9001, 8101)),
+    ])
+    .await;
+    let (st, v) = api
+        .call("DELETE", "/v1/records/gateway/erangel", None)
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox/alice uses it"),
+        "{v}"
+    );
+    let (st, v) = api
+        .apply(&[("second.toml", &GATEWAY.replace("erangel", "second"))])
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("leaves sandbox/alice without a gateway"),
+        "{v}"
+    );
+    let (_, gw) = api
+        .call("GET", "/v1/agents/gateway/assignments", None)
+        .await;
+    assert_eq!(
+        gw["sandboxes"].as_array().unwrap().len(),
+        1,
+        "alice keeps its gateway"
+    );
+}
+
+#[tokio::test]
+async fn every_error_is_a_json_body() {
+    let api = Api::new().await;
+    for (method, uri, status) in [
+        (
+            "GET",
+            "/v1/agents/micro/assignments?wait=-1",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/agents/micro/assignments?advertise=10.0.0.5:9999",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/agents/micro/assignments?advertise=evil.com%23",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/v1/records/service/%FF", StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/v1/records/service/..%2Fsandbox%2Fx",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("DELETE", "/v1/records/service/Bad", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/nothing-here", StatusCode::NOT_FOUND),
+        (
+            "PATCH",
+            "/v1/records/service/eredar",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let (st, v) = api.call(method, uri, None).await;
+        assert_eq!(st, status, "{method} {uri}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {uri}: {v}"
+        );
+    }
+    let big = "x".repeat(3 * 1024 * 1024);
+    let (st, v) = api
+        .call("POST", "/v1/apply", Some(("application/toml", big)))
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(v["error"].is_string(), "{v}");
+    assert_eq!(
+        api.revision_and_count().await,
+        (0, 0),
+        "no bad advertise was registered"
+    );
+}
+
+#[tokio::test]
+async fn applied_by_is_printable_and_bounded() {
+    let api = Api::new().await;
+    let req = ApplyRequest {
+        documents: vec![SourceDocument {
+            file: "g.toml".into(),
+            content: GATEWAY.into(),
+        }],
+        dry_run: false,
+        applied_by: Some(format!("mallory\n2026 INFO forged{}", "x".repeat(10_000))),
+    };
+    let (st, _) = api
+        .call(
+            "POST",
+            "/v1/apply",
+            Some(("application/json", serde_json::to_string(&req).unwrap())),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, rec) = api.call("GET", "/v1/records/gateway/erangel", None).await;
+    let by = rec["applied_by"].as_str().unwrap();
+    assert!(!by.contains('\n') && by.chars().count() <= 64, "{by}");
+}

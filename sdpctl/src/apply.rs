@@ -87,7 +87,7 @@ pub async fn apply(
     // The same checks the controller makes on one file, before any traffic.
     let mut local_errors = Vec::new();
     for d in &documents {
-        if let Err(e) = sdp_spec::parse_toml(&d.content, &d.file) {
+        if let Err(e) = sdp_spec::parse::parse_any(&d.content, &d.file) {
             local_errors.extend(e.0);
         }
     }

@@ -66,6 +66,7 @@ enum Command {
     History { kind: String, name: String },
     /// Wait until sandboxes are Ready.
     Wait {
+        #[arg(required = true)]
         names: Vec<String>,
         #[arg(long, default_value = "5m", value_parser = duration)]
         timeout: Duration,
@@ -76,8 +77,30 @@ fn duration(s: &str) -> Result<Duration, String> {
     sdp_spec::types::parse_duration(s)
 }
 
+/// A mistake in how sdpctl was called: exit code 64.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    Usage(msg.into()).into()
+}
+
 fn kind(s: &str) -> anyhow::Result<Kind> {
-    Kind::parse(s).ok_or_else(|| anyhow::anyhow!("unknown kind `{s}`; allowed: {}", Kind::names()))
+    Kind::parse(s).ok_or_else(|| usage(format!("unknown kind `{s}`; allowed: {}", Kind::names())))
+}
+
+/// Names go into URLs: anything but a valid record name is refused here.
+fn name(s: &str) -> anyhow::Result<&str> {
+    sdp_spec::types::check_name(s).map_err(usage)?;
+    Ok(s)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -96,13 +119,26 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let msg = sdp_spec::types::redact_credentials(&format!("{e:#}"));
+            eprintln!("error: {msg}");
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ok_url = (cli.controller.starts_with("http://") || cli.controller.starts_with("https://"))
+        && cli.controller.len() > "https://".len();
+    if !ok_url {
+        return Err(usage(format!(
+            "--controller must be an http:// or https:// URL, got `{}`",
+            sdp_spec::types::shown(&cli.controller)
+        )));
+    }
     let api = api::Api::new(&cli.controller);
     match cli.command {
         Command::Apply {
@@ -120,26 +156,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             apply::apply(&api, docs, &opts).await
         }
-        Command::Get { kind: k, name } => {
-            show::get(&api, kind(&k)?, name.as_deref(), cli.output).await
-        }
-        Command::Describe { kind: k, name } => {
-            if kind(&k)? != Kind::Sandbox {
-                anyhow::bail!(
-                    "describe shows sandboxes; use `sdpctl get {k} {name}` for other kinds"
-                );
-            }
-            show::describe(&api, &name, cli.output).await
-        }
-        Command::Delete { kind: k, name } => {
+        Command::Get { kind: k, name: n } => {
             let k = kind(&k)?;
-            api.delete(k, &name).await?;
-            println!("{k}/{name} deleted");
+            let n = n.as_deref().map(name).transpose()?;
+            show::get(&api, k, n, cli.output).await
+        }
+        Command::Describe { kind: k, name: n } => {
+            if kind(&k)? != Kind::Sandbox {
+                return Err(usage(format!(
+                    "describe shows sandboxes; use `sdpctl get {k} {n}` for other kinds"
+                )));
+            }
+            show::describe(&api, name(&n)?, cli.output).await
+        }
+        Command::Delete { kind: k, name: n } => {
+            let k = kind(&k)?;
+            api.delete(k, name(&n)?).await?;
+            println!("{k}/{n} deleted");
             Ok(())
         }
-        Command::History { kind: k, name } => {
-            show::history(&api, kind(&k)?, &name, cli.output).await
+        Command::History { kind: k, name: n } => {
+            show::history(&api, kind(&k)?, name(&n)?, cli.output).await
         }
-        Command::Wait { names, timeout } => apply::wait_ready(&api, &names, timeout).await,
+        Command::Wait { names, timeout } => {
+            for n in &names {
+                name(n)?;
+            }
+            apply::wait_ready(&api, &names, timeout).await
+        }
     }
 }

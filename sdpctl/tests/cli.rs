@@ -189,7 +189,7 @@ async fn port_conflict_across_sandboxes_is_refused_by_the_controller() {
 async fn usage_errors_and_an_absent_controller_are_explained() {
     let ctl = controller().await;
     let out = sdpctl(&ctl, &["get", "sandboxez"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(64));
     assert!(
         text(&out)
             .1
@@ -199,6 +199,28 @@ async fn usage_errors_and_an_absent_controller_are_explained() {
     );
     let out = sdpctl(&ctl, &["apply"]).await;
     assert_eq!(out.status.code(), Some(64), "usage errors exit 64");
+    for args in [
+        &["delete", "service", "../sandbox/x"][..],
+        &["get", "service", "eredar?x=1"],
+        &["describe", "service", "eredar"],
+        &["wait"],
+        &["get", "services", "--controller", "notaurl"],
+    ] {
+        let out = sdpctl(&ctl, args).await;
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out).1);
+    }
+    let out = sdpctl(
+        &ctl,
+        &[
+            "get",
+            "services",
+            "--controller",
+            "http://user:S3CRET@127.0.0.1:9",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out).1.contains("S3CRET"), "{}", text(&out).1);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sdpctl"))
         .args(["get", "sandboxes", "--controller", "http://127.0.0.1:9"])
         .output()
@@ -212,4 +234,16 @@ async fn usage_errors_and_an_absent_controller_are_explained() {
         "{}",
         text(&out).1
     );
+}
+
+#[tokio::test]
+async fn json_files_apply_like_toml_ones() {
+    let ctl = controller().await;
+    let file = ctl.dir.path().join("gw.json");
+    let gw = std::fs::read_to_string(examples().join("catalog/erangel.toml")).unwrap();
+    let rec = sdp_spec::parse_toml(&gw, "x").unwrap().record;
+    std::fs::write(&file, serde_json::to_string(&rec).unwrap()).unwrap();
+    let out = sdpctl(&ctl, &["apply", "-f", file.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(text(&out).0, "gateway/erangel created\n");
 }

@@ -14,6 +14,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::record::{Gateway, Issue, Kind, Record, Sandbox, Service};
 use crate::suggest::closest;
+use crate::types::redact_credentials;
 
 /// The TOML version every SDP component reads.
 pub const TOML_VERSION: &str = "1.1";
@@ -121,6 +122,49 @@ impl Document {
 
 /// Parses one TOML document into a record and runs the record's own checks.
 pub fn parse_toml(text: &str, file: &str) -> Result<Document, SpecErrors> {
+    toml_document(text, file).map_err(clean)
+}
+
+/// Parses a JSON body (as the API accepts) into a record.
+pub fn parse_json(text: &str, file: &str) -> Result<Document, SpecErrors> {
+    json_document(text, file).map_err(clean)
+}
+
+/// TOML, unless the text is a JSON object.
+pub fn parse_any(text: &str, file: &str) -> Result<Document, SpecErrors> {
+    if text.trim_start().starts_with('{') {
+        parse_json(text, file)
+    } else {
+        parse_toml(text, file)
+    }
+}
+
+/// Messages may echo input: never a credential, never a raw control character.
+fn clean(mut errs: SpecErrors) -> SpecErrors {
+    for e in &mut errs.0 {
+        e.message = shown_message(&redact_credentials(&e.message));
+        e.file = shown_message(&e.file);
+        if let Some(f) = e.field.as_mut() {
+            *f = shown_message(f);
+        }
+    }
+    errs
+}
+
+fn shown_message(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
+fn toml_document(text: &str, file: &str) -> Result<Document, SpecErrors> {
     let tree = DeTable::parse(text).map_err(|e| syntax_error(text, file, &e))?;
     let kind = read_kind(text, file, tree.get_ref())?;
     let record = match kind {
@@ -137,37 +181,35 @@ pub fn parse_toml(text: &str, file: &str) -> Result<Document, SpecErrors> {
     })
 }
 
-/// Parses a JSON body (as the API accepts) into a record.
-pub fn parse_json(text: &str, file: &str) -> Result<Document, SpecErrors> {
+fn json_document(text: &str, file: &str) -> Result<Document, SpecErrors> {
     #[derive(Deserialize)]
     struct KindOnly {
-        kind: Option<String>,
+        kind: Option<serde_json::Value>,
     }
-    let json_err = |e: serde_json::Error| {
-        let msg = e.to_string();
-        let msg = msg
-            .rsplit_once(" at line ")
-            .map_or(msg.as_str(), |(m, _)| m)
-            .to_string();
-        SpecErrors::from(SpecError {
-            file: file.to_string(),
-            line: Some(e.line()),
-            column: Some(e.column()),
-            field: None,
-            message: reword(&msg),
-        })
-    };
-    let head: KindOnly = serde_json::from_str(text).map_err(json_err)?;
-    let kind = match head.kind.as_deref() {
+    let head: KindOnly = serde_json::from_str(text).map_err(|e| json_error(file, None, &e))?;
+    let kind = match head.kind {
         None => return Err(missing_kind(file, None, None)),
-        Some(k) => Kind::parse(k).ok_or_else(|| unknown_kind(file, None, None, k))?,
+        Some(serde_json::Value::String(k)) => Kind::ALL
+            .into_iter()
+            .find(|x| x.as_str() == k)
+            .ok_or_else(|| unknown_kind(file, None, None, &k))?,
+        Some(_) => {
+            return Err(SpecError {
+                file: file.into(),
+                line: None,
+                column: None,
+                field: Some("kind".into()),
+                message: format!("`kind` must be a string, one of: {}", Kind::names()),
+            }
+            .into());
+        }
     };
     let record = match kind {
         Kind::Service => parse_json_as::<Service>(text).map(Record::Service),
         Kind::Gateway => parse_json_as::<Gateway>(text).map(Record::Gateway),
         Kind::Sandbox => parse_json_as::<Sandbox>(text).map(Record::Sandbox),
     }
-    .map_err(json_err)?;
+    .map_err(|(path, e)| json_error(file, path, &e))?;
     finish(Document {
         file: file.to_string(),
         text: text.to_string(),
@@ -176,8 +218,31 @@ pub fn parse_json(text: &str, file: &str) -> Result<Document, SpecErrors> {
     })
 }
 
-fn parse_json_as<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_str(text)
+fn json_error(file: &str, field: Option<String>, e: &serde_json::Error) -> SpecErrors {
+    let msg = e.to_string();
+    let msg = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m);
+    SpecErrors::from(SpecError {
+        file: file.to_string(),
+        line: Some(e.line()),
+        column: Some(e.column()),
+        field,
+        message: reword(msg),
+    })
+}
+
+/// Deserializes, keeping the path of the field that failed.
+fn parse_json_as<T: DeserializeOwned>(
+    text: &str,
+) -> Result<T, (Option<String>, serde_json::Error)> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ((path != ".").then_some(path), e.into_inner())
+    })?;
+    de.end().map_err(|e| (None, e))?;
+    Ok(value)
 }
 
 fn finish(doc: Document) -> Result<Document, SpecErrors> {
@@ -409,8 +474,10 @@ fn path_at(table: &DeTable<'_>, offset: usize) -> Vec<String> {
     if let Some(e) = all.iter().find(|e| e.key.contains(&offset)) {
         return e.path.clone();
     }
+    // The narrowest value that covers it; an inline table counts (its span
+    // covers its body), a `[table]` header's implicit span may not.
     all.iter()
-        .filter(|e| !e.is_table && (e.value.contains(&offset) || e.value.start == offset))
+        .filter(|e| e.value.contains(&offset) || e.value.start == offset)
         .min_by_key(|e| e.value.len())
         .map(|e| e.path.clone())
         .unwrap_or_default()

@@ -17,20 +17,60 @@ pub fn check_name(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err(format!("name must not be empty: {allowed}"));
     }
-    if s.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "`{s}` is {} characters long: {allowed}",
-            s.chars().count()
-        ));
-    }
     let ok_chars = s
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let ok_ends = !s.starts_with('-') && !s.ends_with('-');
     if !ok_chars || !ok_ends {
-        return Err(format!("`{s}` is not a valid name: {allowed}"));
+        return Err(format!("`{}` is not a valid name: {allowed}", shown(s)));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(format!("`{s}` is {} characters long: {allowed}", s.len()));
     }
     Ok(())
+}
+
+/// A value as it may be echoed in a message: control characters escaped,
+/// and cut short if long.
+pub fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == 80 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Replaces the user-info of any URL in `text` (`https://user:pw@host` →
+/// `https://***@host`), so no message can carry a credential.
+pub fn redact_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '`' | '\'') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 macro_rules! string_newtype {
@@ -186,35 +226,63 @@ string_newtype!(
     })
 );
 
+/// Repository locations. Credentials belong to the agent, never to a record,
+/// so anything that could carry one is refused, and the value is never echoed.
 fn check_repo_url(s: &str) -> Result<(), String> {
+    const FORMS: &str = "use https://host/path, ssh://[user@]host/path, git://, file:///path, user@host:path or an absolute path";
+    const NO_CREDS: &str = "repository URL must not carry credentials (user-info with a password or token, or a token in the query); configure them on the agent (--git-username, SDP_GIT_PASSWORD)";
     if s.trim().is_empty() {
         return Err("repository URL must not be empty".into());
     }
-    if s.chars().any(char::is_whitespace) {
-        return Err("repository URL must not contain whitespace".into());
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("repository URL must not contain spaces or control characters".into());
     }
     if let Some((scheme, rest)) = s.split_once("://") {
         let known = ["https", "http", "ssh", "git", "file"];
         if !known.contains(&scheme) {
-            return Err(format!(
-                "repository URL scheme `{scheme}` is not supported; use one of {}",
-                known.join(", ")
-            ));
+            return Err(format!("repository URL scheme is not supported: {FORMS}"));
         }
-        let authority = rest.split('/').next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@')
-            && userinfo.contains(':')
-        {
-            return Err("repository URL must not contain a password or token; configure credentials on the agent instead".into());
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            // ssh names a login user (git@); over HTTP any user-info is a credential.
+            let user_ok = scheme == "ssh" && !userinfo.contains(':') && !userinfo.contains('%');
+            if !user_ok {
+                return Err(NO_CREDS.into());
+            }
+        }
+        if rest.contains('?') || rest.contains('#') {
+            return Err(NO_CREDS.into());
+        }
+        if scheme != "file" && authority.is_empty() {
+            return Err(format!("repository URL has no host: {FORMS}"));
         }
         return Ok(());
     }
-    if s.starts_with('/') || s.contains(':') {
+    if s.starts_with('/') {
         return Ok(());
     }
-    Err(format!(
-        "`{s}` is not a repository URL: use https://, ssh://, file://, user@host:path or an absolute path"
-    ))
+    // scp-like: [user@]host:path, with a plain host and no password.
+    if let Some((front, path)) = s.split_once(':') {
+        let (user, host) = front
+            .rsplit_once('@')
+            .map_or((None, front), |(u, h)| (Some(u), h));
+        if path.contains('@') || user.is_some_and(|u| u.contains(':')) {
+            return Err(NO_CREDS.into());
+        }
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        let user_ok = user.is_none_or(|u| {
+            !u.is_empty()
+                && u.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        });
+        if host_ok && user_ok && !path.is_empty() {
+            return Ok(());
+        }
+    }
+    Err(format!("not a repository URL: {FORMS}"))
 }
 
 fn check_image(s: &str) -> Result<(), String> {
@@ -228,18 +296,38 @@ fn check_image(s: &str) -> Result<(), String> {
 
 fn check_container_path(s: &str) -> Result<(), String> {
     if !s.starts_with('/') {
-        return Err(format!("`{s}` must be an absolute path (start with '/')"));
+        return Err(format!(
+            "`{}` must be an absolute path (start with '/')",
+            shown(s)
+        ));
     }
-    if s.split('/').any(|c| c == "..") {
-        return Err(format!("`{s}` must not contain '..'"));
+    if s.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!(
+            "`{}` must not contain '.' or '..' components",
+            shown(s)
+        ));
+    }
+    // Docker reads `:` and `,` in a bind as options.
+    if s.chars().any(|c| c == ':' || c == ',' || c.is_control()) {
+        return Err(format!(
+            "`{}` must not contain ':', ',' or control characters",
+            shown(s)
+        ));
+    }
+    if s.trim_end_matches('/').is_empty() {
+        return Err("the checkout cannot be mounted over the container's root `/`".into());
     }
     Ok(())
 }
 
 fn check_relative_path(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.starts_with('/') || s.split(['/', '\\']).any(|c| c == "..") {
+    let bad_component = s
+        .split(['/', '\\'])
+        .any(|c| c.is_empty() || c == "." || c == ".." || c == ".git");
+    if s.starts_with('/') || bad_component || s.chars().any(char::is_control) {
         return Err(format!(
-            "`{s}` must be a path relative to the checkout that stays inside it (no leading '/', no '..')"
+            "`{}` must be a file path relative to the checkout that stays inside it (no leading '/', no empty, '.', '..' or .git components)",
+            shown(s)
         ));
     }
     Ok(())
@@ -261,7 +349,8 @@ fn check_branch(s: &str) -> Result<(), String> {
             .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
     if bad {
         return Err(format!(
-            "`{s}` is not a valid branch name (git ref rules: no spaces, '..', '~^:?*[\\', no leading '-' or '/', without the refs/heads/ prefix)"
+            "`{}` is not a valid branch name (git ref rules: no spaces, '..', '~^:?*[\\', no leading '-' or '/', without the refs/heads/ prefix)",
+            shown(s)
         ));
     }
     Ok(())
@@ -290,9 +379,48 @@ fn check_route_key(s: &str) -> Result<(), String> {
 }
 
 /// A TCP port, 1-65535.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u16")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "u16")]
 pub struct Port(u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Port;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number, 1-65535")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Port, E> {
+                Port::try_from(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Port, E> {
+                Port::try_from(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Port, E> {
+                Port::try_from(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Port, E> {
+                Port::try_from(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Port, E> {
+                Err(E::custom(format!(
+                    "a port is a whole number 1-65535, not {v}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Port, E> {
+                Err(E::custom(format!(
+                    "a port is a number 1-65535 without quotes, not the string \"{}\"",
+                    shown(v)
+                )))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Port, E> {
+                Err(E::custom(format!("a port is a number 1-65535, not {v}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Port {
     pub fn new(p: u16) -> Option<Self> {
@@ -308,6 +436,7 @@ impl TryFrom<i64> for Port {
     fn try_from(v: i64) -> Result<Self, String> {
         match u16::try_from(v) {
             Ok(p) if p > 0 => Ok(Self(p)),
+            _ if v == i64::MAX => Err("port is out of range: allowed 1-65535".to_string()),
             _ => Err(format!("port {v} is out of range: allowed 1-65535")),
         }
     }
@@ -354,6 +483,9 @@ impl Argv {
 impl TryFrom<Vec<String>> for Argv {
     type Error = String;
     fn try_from(v: Vec<String>) -> Result<Self, String> {
+        if v.iter().any(|a| a.contains('\0')) {
+            return Err("command arguments must not contain NUL characters".into());
+        }
         match v.first() {
             None => Err("command must not be empty: give the program and its arguments as a list, e.g. [\"go\", \"build\", \"./...\"]".into()),
             Some(p) if p.trim().is_empty() => Err("the program (first element) must not be empty".into()),
@@ -414,6 +546,9 @@ impl EnvVars {
 impl TryFrom<BTreeMap<String, String>> for EnvVars {
     type Error = String;
     fn try_from(m: BTreeMap<String, String>) -> Result<Self, String> {
+        if m.values().any(|v| v.contains('\0')) {
+            return Err("environment values must not contain NUL characters".into());
+        }
         for k in m.keys() {
             let mut chars = k.chars();
             let first_ok = chars
@@ -421,7 +556,8 @@ impl TryFrom<BTreeMap<String, String>> for EnvVars {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
             if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!(
-                    "`{k}` is not a valid environment variable name: use letters, digits and '_', not starting with a digit"
+                    "`{}` is not a valid environment variable name: use letters, digits and '_', not starting with a digit",
+                    shown(k)
                 ));
             }
         }
@@ -460,6 +596,11 @@ mod tests {
 
     #[test]
     fn names_follow_dns_label_rules() {
+        assert!(
+            check_name(&"ä".repeat(32))
+                .unwrap_err()
+                .contains("not a valid name")
+        );
         for ok in ["a", "eredar", "alice-checkout", "a1", &"x".repeat(63)] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
@@ -471,15 +612,83 @@ mod tests {
 
     #[test]
     fn repo_urls_with_credentials_are_refused() {
-        assert!(check_repo_url("https://git.example.internal/scm/be/eredar.git").is_ok());
-        assert!(check_repo_url("https://bob@git.example.internal/x.git").is_ok());
-        assert!(check_repo_url("git@git.example.internal:be/x.git").is_ok());
-        assert!(check_repo_url("/srv/git/x.git").is_ok());
-        let err = check_repo_url("https://bob:s3cret@git.example.internal/x.git").unwrap_err();
-        assert!(err.contains("must not contain a password"), "{err}");
-        assert!(!err.contains("s3cret"));
-        assert!(check_repo_url("ftp://x/y").is_err());
-        assert!(check_repo_url("relative/path").is_err());
+        for ok in [
+            "https://git.example.internal/scm/be/eredar.git",
+            "ssh://git@git.example.internal/be/x.git",
+            "git@git.example.internal:be/x.git",
+            "git.example.internal:be/x.git",
+            "file:///srv/git/x.git",
+            "/srv/git/x.git",
+        ] {
+            assert!(check_repo_url(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            (
+                "https://bob:s3cret@git.example.internal/x.git",
+                "credentials",
+            ),
+            ("https://ghp_s3cretTOKEN@github.com/x.git", "credentials"),
+            (
+                "https://bob%3As3cret@git.example.internal/x.git",
+                "credentials",
+            ),
+            (
+                "https://git.example.internal/x.git?private_token=s3cret",
+                "credentials",
+            ),
+            ("ssh://git:s3cret@host/x.git", "credentials"),
+            ("bob:s3cret@git.example.internal:be/x.git", "credentials"),
+            (
+                "https:/bob:s3cret@git.example.internal/x.git",
+                "credentials",
+            ),
+            (
+                "https//bob:s3cret@git.example.internal/x.git",
+                "credentials",
+            ),
+            ("s3cretTOKEN@github.com/x.git", "not a repository URL"),
+            ("ftp://x/y", "not supported"),
+            ("relative/path", "not a repository URL"),
+            ("https:///x.git", "no host"),
+        ] {
+            let err = check_repo_url(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(
+                !err.contains("s3cret") && !err.contains("TOKEN"),
+                "never echoed: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_any_text() {
+        assert_eq!(
+            redact_credentials("invalid type: string \"https://bob:pw@h/x\", expected i64"),
+            "invalid type: string \"https://***@h/x\", expected i64"
+        );
+        assert_eq!(
+            redact_credentials("at http://u:p@127.0.0.1:1 now"),
+            "at http://***@127.0.0.1:1 now"
+        );
+        assert_eq!(redact_credentials("no urls here"), "no urls here");
+        assert_eq!(redact_credentials("https://h/x@y"), "https://h/x@y");
+    }
+
+    #[test]
+    fn container_paths_cannot_change_bind_options() {
+        assert!(check_container_path("/var/www/html/erangel").is_ok());
+        for bad in [
+            "/",
+            "//",
+            "/a:/b",
+            "/a,readonly=false",
+            "/a/../b",
+            "/a/./b",
+            "rel",
+            "/a\0b",
+        ] {
+            assert!(check_container_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -515,7 +724,17 @@ mod tests {
     #[test]
     fn relative_paths_stay_inside() {
         assert!(check_relative_path("application/config/config.php").is_ok());
-        for bad in ["", "/etc/passwd", "../x", "a/../../x"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            ".",
+            "./",
+            "a//b",
+            ".git/config",
+            "c.php\0",
+        ] {
             assert!(check_relative_path(bad).is_err(), "{bad}");
         }
     }
@@ -568,5 +787,59 @@ mod duration_tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("s").is_err());
+    }
+}
+
+/// An address others can reach: an IPv4 or IPv6 address, or a DNS host name.
+/// No port, scheme or path.
+pub fn check_host(s: &str) -> Result<(), String> {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if s.len() <= 253 && s.split('.').all(label_ok) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` is not an IP address or host name (no port, scheme or path)",
+        shown(s)
+    ))
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::check_host;
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "10.0.0.5",
+            "fd00::1",
+            "micro.vm.example.internal",
+            "localhost",
+            "172.17.0.1",
+        ] {
+            assert!(check_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "10.0.0.5:9999",
+            "evil.com#",
+            "",
+            "a..b",
+            "http:",
+            "x';",
+            "a?b",
+            "-a",
+            "a b",
+            "\u{200b}",
+        ] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
     }
 }

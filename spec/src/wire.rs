@@ -29,6 +29,7 @@ pub fn now_ms() -> u64 {
 
 /// A file (or body) submitted for apply.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceDocument {
     /// Shown in errors: the file name, or `<body>`.
     pub file: String,
@@ -36,6 +37,7 @@ pub struct SourceDocument {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
     pub documents: Vec<SourceDocument>,
     /// Validate only; store nothing.

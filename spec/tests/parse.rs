@@ -262,3 +262,59 @@ fn duplicate_key_names_the_first_line() {
         "{e}"
     );
 }
+
+#[test]
+fn bad_env_names_are_located_at_their_table() {
+    let e = one_error(&SANDBOX.replace("LOG_LEVEL = \"debug\"", "1X = \"debug\""));
+    assert_eq!(e.field.as_deref(), Some("services.eredar.env"), "{e}");
+    assert!(
+        e.message
+            .contains("`1X` is not a valid environment variable name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ports_of_the_wrong_type_say_what_a_port_is() {
+    for (value, expect) in [
+        ("8200.0", "a port is a whole number 1-65535, not 8200"),
+        (
+            "\"8200\"",
+            "a port is a number 1-65535 without quotes, not the string \"8200\"",
+        ),
+        ("99999999999999999999", "out of range: allowed 1-65535"),
+        ("true", "a port is a number 1-65535, not true"),
+    ] {
+        let e = one_error(&SANDBOX.replace("9001", value));
+        assert_eq!(
+            e.field.as_deref(),
+            Some("services.eredar.host_port"),
+            "{value}: {e}"
+        );
+        assert!(e.message.contains(expect), "{value}: {e}");
+    }
+}
+
+#[test]
+fn control_characters_are_escaped_in_messages() {
+    let e = one_error(&SANDBOX.replace("feature/PAY-123", "feat\\u0000ure"));
+    assert!(!e.to_string().contains('\0'), "{e:?}");
+    assert!(e.message.contains("\\u{0}"), "{e}");
+}
+
+#[test]
+fn json_errors_name_the_field_and_never_echo_credentials() {
+    let err = parse_json(r#"{"kind":"sandbox","name":"a","services":{"eredar":{"branch":"m","host_port":"https://bob:S3CRET@h/x"}}}"#, "<body>").unwrap_err();
+    let e = &err.0[0];
+    assert_eq!(e.field.as_deref(), Some("services.eredar.host_port"), "{e}");
+    assert!(!e.to_string().contains("S3CRET"), "{e}");
+    let err = parse_json(r#"{"kind":"sandbox","name":null}"#, "<body>").unwrap_err();
+    assert_eq!(err.0[0].field.as_deref(), Some("name"), "{}", err.0[0]);
+    assert!(
+        err.0[0].message.contains("expected a string, found null"),
+        "{}",
+        err.0[0]
+    );
+    let err = parse_json(r#"{"kind":"sandbox","name":"a"} trailing"#, "<body>").unwrap_err();
+    assert!(err.0[0].message.contains("trailing"), "{}", err.0[0]);
+}
