@@ -58,6 +58,11 @@ impl UrlMap {
         })
     }
 
+    /// Every entry found, in file order (keys may repeat).
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
     /// The one assignment of `key`, if it is a literal or an env fallback.
     pub fn entry(&self, key: &str) -> Result<&Entry, MapError> {
         let found: Vec<&Entry> = self.entries.iter().filter(|e| e.key == key).collect();
