@@ -15,7 +15,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -389,6 +390,82 @@ impl Engine {
             what: format!("removing container {}", short(id)),
             message: "it is still there after repeated attempts".into(),
         })
+    }
+
+    /// Restarts a container (its configuration unchanged).
+    pub async fn restart(&self, id: &str) -> Result<(), DockerError> {
+        self.count(true);
+        let opts = RestartContainerOptionsBuilder::new()
+            .t(retry::STOP_GRACE_SECS)
+            .build();
+        self.docker
+            .restart_container(id, Some(opts))
+            .await
+            .map_err(|e| call_err(&format!("restarting container {}", short(id)), e))
+    }
+
+    /// Runs `cmd` in a throwaway container of `image` and returns its exit
+    /// code and output. The container carries `labels`, so a crash mid-run
+    /// leaves nothing the agent would not find and remove.
+    pub async fn run_once(
+        &self,
+        image: &str,
+        cmd: &[String],
+        binds: &[String],
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(i64, String), DockerError> {
+        let what = format!("running `{}` in a container of {image}", cmd.join(" "));
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(cmd.to_vec()),
+            labels: Some(labels.clone().into_iter().collect()),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(binds.to_vec()),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.count(true);
+        let id = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map_err(|e| call_err(&what, e))?
+            .id;
+        let result = async {
+            self.count(true);
+            self.docker
+                .start_container(&id, None)
+                .await
+                .map_err(|e| call_err(&what, e))?;
+            self.count(false);
+            let mut wait = Box::pin(self.docker.wait_container(&id, None));
+            let code = match wait.next().await {
+                Some(Ok(r)) => r.status_code,
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(e)) => return Err(call_err(&what, e)),
+                None => -1,
+            };
+            self.count(false);
+            let opts = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+            let mut logs = Box::pin(self.docker.logs(&id, Some(opts)));
+            let mut output = String::new();
+            while let Some(chunk) = logs.next().await {
+                match chunk {
+                    Ok(c) => output.push_str(&String::from_utf8_lossy(&c.into_bytes())),
+                    Err(e) => return Err(call_err(&what, e)),
+                }
+            }
+            Ok((code, output))
+        }
+        .await;
+        self.remove(&id).await?;
+        result
     }
 
     /// Runs a command in a container; returns its exit code and output.

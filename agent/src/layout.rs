@@ -5,6 +5,8 @@
 //! <work>/cache/<repo>-<hash>.git           bare git cache per repository URL
 //! <work>/sandboxes/<sandbox>/<role>-<unit> checkout per sandbox unit
 //! <work>/assignments.json                  last work received (used while the controller is down)
+//! <work>/probe.token                       secret of SDP's gateway probes
+//! <work>/lint/                             patched files being checked with `php -l`
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,33 @@ pub fn sandboxes_dir(work: &Path) -> PathBuf {
 
 pub fn assignments_file(work: &Path) -> PathBuf {
     work.join("assignments.json")
+}
+
+/// Scratch space for checking patched files before they are swapped in.
+pub fn lint_dir(work: &Path) -> PathBuf {
+    work.join("lint")
+}
+
+/// The secret that SDP's gateway probes ask for, created once per work dir
+/// (so probes written before a restart stay valid after it).
+pub fn probe_token(work: &Path) -> String {
+    let path = work.join("probe.token");
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && t.trim().len() == 32
+    {
+        return t.trim().to_string();
+    }
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    let token = hex::encode(bytes);
+    let _ = std::fs::create_dir_all(work);
+    if let Err(e) = write_atomic(&path, token.as_bytes()) {
+        tracing::warn!(error = %e, "cannot save the probe token; probes will be rewritten after a restart");
+    }
+    token
 }
 
 fn role_word(role: Role) -> &'static str {

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod docker;
+pub mod gateway;
 pub mod git;
 pub mod hostcmd;
 pub mod layout;

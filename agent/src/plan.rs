@@ -68,6 +68,8 @@ pub struct DesiredConfig {
     pub committed: Vec<u8>,
     /// The file with the sandbox's routes patched in.
     pub desired: Vec<u8>,
+    /// SDP's probe script in the gateway's web root, and its bytes.
+    pub probe: Option<(PathBuf, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +92,8 @@ pub struct ObservedUnit {
     pub build_stamp: Option<String>,
     /// The live config file, for gateways.
     pub config: Option<Vec<u8>>,
+    /// The probe script as found in the web root.
+    pub probe: Option<Vec<u8>>,
     /// This unit's containers (found by labels).
     pub containers: Vec<Observed>,
 }
@@ -104,6 +108,9 @@ pub enum Action {
         unit: UnitId,
     },
     WriteConfig {
+        unit: UnitId,
+    },
+    WriteProbe {
         unit: UnitId,
     },
     Remove {
@@ -135,6 +142,7 @@ impl Action {
             Action::Checkout { unit, .. }
             | Action::Build { unit }
             | Action::WriteConfig { unit }
+            | Action::WriteProbe { unit }
             | Action::Create { unit }
             | Action::Start { unit, .. }
             | Action::Reload { unit, .. } => Some(unit),
@@ -152,6 +160,7 @@ impl fmt::Display for Action {
             }
             Action::Build { unit } => write!(f, "{unit}: build"),
             Action::WriteConfig { unit } => write!(f, "{unit}: write URL map"),
+            Action::WriteProbe { unit } => write!(f, "{unit}: write probe"),
             Action::Remove {
                 unit: Some(unit),
                 name,
@@ -203,6 +212,12 @@ pub fn plan_unit(d: &DesiredUnit, o: &ObservedUnit) -> Vec<Action> {
     });
     if config_changes {
         actions.push(Action::WriteConfig { unit: unit() });
+    }
+    if let Some(c) = &d.config
+        && let Some((_, bytes)) = &c.probe
+        && o.probe.as_ref() != Some(bytes)
+    {
+        actions.push(Action::WriteProbe { unit: unit() });
     }
 
     let want = d.container.hash();
@@ -404,6 +419,7 @@ mod tests {
             head: Some("c1".into()),
             build_stamp: Some("s1".into()),
             config: None,
+            probe: None,
             containers: vec![container("x1", &spec(), "running")],
         }
     }
@@ -537,10 +553,12 @@ mod tests {
             path: "/w/c.php".into(),
             committed: b"ocp".to_vec(),
             desired: b"sandbox".to_vec(),
+            probe: Some(("/w/sdp-probe.php".into(), b"probe".to_vec())),
         });
         d.reload = reload.then(|| vec!["apache2ctl".into(), "-k".into(), "graceful".into()]);
         let mut o = converged();
         o.config = Some(b"sandbox".to_vec());
+        o.probe = Some(b"probe".to_vec());
         o.containers = vec![{
             let mut c = container("g1", &d.container, "running");
             c.labels.insert(LABEL_ROLE.into(), "gateway".into());
@@ -567,6 +585,21 @@ mod tests {
         assert_eq!(
             names(&plan_unit(&d, &missing))[0],
             "alice/gateway/eredar: write URL map"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_changed_probe_is_written() {
+        let (d, mut o) = gateway(true);
+        o.probe = None;
+        assert_eq!(
+            names(&plan_unit(&d, &o)),
+            ["alice/gateway/eredar: write probe"]
+        );
+        o.probe = Some(b"old probe".to_vec());
+        assert_eq!(
+            names(&plan_unit(&d, &o)),
+            ["alice/gateway/eredar: write probe"]
         );
     }
 

@@ -14,6 +14,11 @@ pub const STOP_GRACE_SECS: i32 = 3;
 pub const UNHEALTHY_REQUEUE: Duration = Duration::from_secs(2);
 /// Longest a health check may take.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a changed URL map may take to be served before SDP restarts the
+/// gateway (and, after that, before it reports the gateway as not serving it).
+pub const PROBE_BOUND: Duration = Duration::from_secs(10);
+/// Between probes of a gateway that does not serve the expected map yet.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// Default long-poll wait; also the steady-state resync period.
 pub const POLL_WAIT: Duration = Duration::from_secs(30);
 

@@ -93,6 +93,7 @@ pub fn sandbox_work(
             prepare: gw.prepare.clone().map(Into::into),
             config_file: gw.config_file.to_string(),
             reload: gw.reload.clone().map(Into::into),
+            routes_via_env: gw.routes_via_env,
             routes: routes(sb, records, agents),
         }),
         _ => None,

@@ -20,6 +20,7 @@ pub struct Inputs<'a> {
 pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxStatus {
     let mut units = Vec::new();
     let mut routes = Vec::new();
+    let mut drift = Vec::new();
     let mut progress = Vec::new();
     let mut problems: Vec<(Phase, String)> = Vec::new();
 
@@ -56,6 +57,7 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
             (Some(_), Some(r)) => {
                 units.extend(r.units.iter().cloned());
                 routes.extend(r.routes.iter().cloned());
+                drift.extend(r.drift.iter().cloned());
                 let current = Some(&r.target_generation) == expected.as_ref();
                 if r.phase == Phase::Degraded && current {
                     problems.push((
@@ -126,6 +128,7 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
         )
     };
     units.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
+    drift.sort_by_key(|d| d.at_ms);
     SandboxStatus {
         sandbox: sb.name.to_string(),
         phase,
@@ -134,6 +137,7 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
         units,
         routes,
         agents: progress,
+        drift,
     }
 }
 
@@ -189,6 +193,7 @@ mod tests {
                     message: msg.map(String::from),
                     units: vec![],
                     routes: vec![],
+                    drift: vec![],
                 }],
             },
         )]

@@ -84,14 +84,19 @@ async fn main_job_end_to_end() {
     let sandbox_url = format!("http://{}:{svc_port}/", w.address);
     let r = route(&st, "eredar");
     assert!(r.routed_to_sandbox);
-    assert_eq!(r.live.as_deref(), Some(sandbox_url.as_str()));
+    assert_eq!(
+        r.served.as_deref(),
+        Some(sandbox_url.as_str()),
+        "read through the gateway's probe: {r:?}"
+    );
+    assert_eq!(r.file.as_deref(), Some(sandbox_url.as_str()));
     assert_eq!(
         r.default.as_deref(),
         Some(format!("{}eredar/", w.ocp_url()).as_str())
     );
     let r = route(&st, "ledger");
     assert!(!r.routed_to_sandbox);
-    assert_eq!(r.live, r.default);
+    assert_eq!(r.served, r.default);
 
     // 2. A converged sandbox: another pass (by a freshly started agent, which
     //    knows nothing but what Docker, git and the files say) changes nothing.
@@ -158,10 +163,10 @@ async fn main_job_end_to_end() {
     })
     .await;
     let answer = w
-        .get_json_until(gw_port, "/eredar/whoami", Duration::from_secs(15), |a| {
-            a["branch"] == "main"
-        })
-        .await;
+        .get_json(gw_port, "/eredar/whoami")
+        .await
+        .expect("gateway answers");
+    assert_eq!(answer["branch"], "main", "{answer}");
     assert_eq!(answer["commit"], main_head.as_str(), "{answer}");
     assert_eq!(answer["greeting"], "hello from main", "{answer}");
 
@@ -179,14 +184,13 @@ async fn main_job_end_to_end() {
                     .any(|r| r.service == "eredar" && !r.routed_to_sandbox)
         })
         .await;
-    assert_eq!(route(&st, "eredar").live, route(&st, "eredar").default);
-    // `apache2ctl -k graceful` returns before every Apache child has been
-    // replaced, so the served map catches up with the file shortly after.
+    assert_eq!(route(&st, "eredar").served, route(&st, "eredar").default);
+    // Ready means the running gateway was seen serving the new map.
     let answer = w
-        .get_json_until(gw_port, "/eredar/whoami", Duration::from_secs(15), |a| {
-            a["service"] == "ocp-baseline"
-        })
-        .await;
+        .get_json(gw_port, "/eredar/whoami")
+        .await
+        .expect("gateway answers");
+    assert_eq!(answer["service"], "ocp-baseline", "{answer}");
     assert_eq!(answer["path"], "/eredar/whoami", "{answer}");
     // Nothing routed: the URL map is the committed file, byte for byte.
     let committed = std::process::Command::new("git")

@@ -143,27 +143,51 @@ pub fn render_status(st: &SandboxStatus) -> String {
     }
     s.push_str(&t.render("  "));
     if !st.routes.is_empty() {
-        s.push_str("Routes (live, read back from the gateway's URL map):\n");
-        let mut t = Table::new(&["SERVICE", "KEY", "TO", "LIVE VALUE", "OCP DEFAULT"]);
+        let probed = st.routes.iter().any(|r| r.served.is_some());
+        s.push_str(if probed {
+            "Routes (as the running gateway serves them):\n"
+        } else {
+            "Routes (from the gateway's config file; the gateway was not probed):\n"
+        });
+        let mut t = Table::new(&["SERVICE", "KEY", "TO", "VALUE", "OCP DEFAULT", "NOTE"]);
         for r in &st.routes {
-            let to = if r.live.is_none() {
-                "missing"
-            } else if r.routed_to_sandbox {
-                "sandbox"
-            } else {
-                "OCP"
+            let to = match r.live() {
+                None => "-",
+                Some(_) if r.routed_to_sandbox => "sandbox",
+                Some(_) => "OCP",
             };
-            let to = if r.live != r.desired && r.live.is_some() {
-                format!("{to} (drift)")
-            } else {
-                to.to_string()
-            };
+            let mut note = r.problem.clone().unwrap_or_default();
+            if let (Some(served), Some(file)) = (&r.served, &r.file)
+                && served != file
+                && note.is_empty()
+            {
+                note = match &r.env_var {
+                    Some(v) => format!("from ${v}; the file says {file}"),
+                    None => format!("the file says {file}"),
+                };
+            }
             t.row(vec![
                 r.service.clone(),
                 r.key.clone(),
-                to,
-                r.live.clone().unwrap_or_else(|| "-".into()),
+                to.to_string(),
+                r.live().unwrap_or("-").to_string(),
                 r.default.clone().unwrap_or_else(|| "-".into()),
+                note,
+            ]);
+        }
+        s.push_str(&t.render("  "));
+    }
+    if !st.drift.is_empty() {
+        s.push_str("Drift (found and put back):\n");
+        let now = now_ms();
+        let mut t = Table::new(&["WHEN", "UNIT", "WHAT", "FOUND", "DESIRED"]);
+        for d in st.drift.iter().rev().take(10) {
+            t.row(vec![
+                format!("{} ago", human(now.saturating_sub(d.at_ms))),
+                d.unit.clone(),
+                d.what.clone(),
+                d.found.clone().unwrap_or_else(|| "-".into()),
+                d.desired.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
         s.push_str(&t.render("  "));

@@ -154,6 +154,12 @@ pub struct Gateway {
     /// Run inside the container after the URL map changed (e.g. apache2ctl -k graceful).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<Argv>,
+    /// When a routed entry falls back to an environment variable
+    /// (`env('EREDAR_URL', '...')`), route by setting that variable in the
+    /// container instead of patching the file's fallback (default false:
+    /// patch the fallback, and refuse if the container env sets the variable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub routes_via_env: bool,
 }
 
 /// A developer's sandbox: which branches run, on which host ports, and what the

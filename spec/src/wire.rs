@@ -161,6 +161,9 @@ pub struct GatewayWork {
     pub prepare: Option<Vec<String>>,
     pub config_file: String,
     pub reload: Option<Vec<String>>,
+    /// Route env-fallback entries by setting the variable (see the record).
+    #[serde(default)]
+    pub routes_via_env: bool,
     /// One entry per catalog service: where its URL map entry must point.
     pub routes: Vec<RouteWork>,
 }
@@ -228,6 +231,9 @@ pub struct SandboxReport {
     pub message: Option<String>,
     pub units: Vec<UnitReport>,
     pub routes: Vec<RouteReport>,
+    /// Recent drift this agent found and put back, oldest first.
+    #[serde(default)]
+    pub drift: Vec<DriftEvent>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,19 +255,46 @@ pub struct UnitReport {
     pub error: Option<String>,
 }
 
-/// One entry of the live URL map, read back from the gateway's file.
+/// One entry of the gateway's URL map: what the running gateway serves,
+/// what its file says, and what git committed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteReport {
     pub service: String,
     pub key: String,
-    /// Value found in the live file.
-    pub live: Option<String>,
-    /// Value committed in the gateway branch (the OCP default).
+    /// What the running gateway serves for the key, read through SDP's probe
+    /// (PHP under Apache, so OPcache and the environment are accounted for).
+    pub served: Option<String>,
+    /// The value in the live config file (the fallback, for env entries).
+    pub file: Option<String>,
+    /// The value committed in the gateway branch (the OCP default).
     pub default: Option<String>,
     /// Where it should point: the sandbox URL, or the default.
     pub desired: Option<String>,
-    /// The live value points at this sandbox rather than the default.
+    /// The environment variable the entry falls back to, if any.
+    pub env_var: Option<String>,
+    /// It points at this sandbox rather than the default.
     pub routed_to_sandbox: bool,
+    /// Why it is not as desired, in plain words.
+    pub problem: Option<String>,
+}
+
+impl RouteReport {
+    /// The best knowledge of what is served: the probe, else the file.
+    pub fn live(&self) -> Option<&str> {
+        self.served.as_deref().or(self.file.as_deref())
+    }
+}
+
+/// Reality found different from what was applied, and put back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftEvent {
+    pub at_ms: u64,
+    /// The unit it concerns (service or gateway name).
+    pub unit: String,
+    /// What drifted, in plain words.
+    pub what: String,
+    pub desired: Option<String>,
+    pub found: Option<String>,
 }
 
 /// A sandbox's status as the controller derives it from agents' reports.
@@ -275,6 +308,8 @@ pub struct SandboxStatus {
     pub units: Vec<UnitReport>,
     pub routes: Vec<RouteReport>,
     pub agents: Vec<AgentProgress>,
+    /// Recent drift found and put back, oldest first.
+    pub drift: Vec<DriftEvent>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
