@@ -34,7 +34,10 @@ const VARIANTS: &[(&str, Transform)] = &[
             let body = line.strip_suffix('\n').unwrap_or(line);
             let body = body.replace("    ", "\t");
             out.push_str(&body);
-            out.push_str(" \t ");
+            // PHP allows no trailing blanks after a heredoc opener.
+            if !body.contains("<<<") {
+                out.push_str(" \t ");
+            }
             if line.ends_with('\n') {
                 out.push('\n');
             }

@@ -25,6 +25,8 @@ use tokio::task::JoinHandle;
 
 pub const RUNTIME_IMAGE: &str = "sdp/runtime:busybox";
 pub const GATEWAY_IMAGE: &str = "sdp/php-apache:bookworm";
+/// The gateway image with OPcache revalidating only every 60 s.
+pub const STRICT_GATEWAY_IMAGE: &str = "sdp/php-apache:opcache-strict";
 /// Set to 1 to skip tests that need Docker (they say so; they never pass silently).
 pub const SKIP_ENV: &str = "SDP_SKIP_DOCKER_TESTS";
 /// Label on containers a test makes itself (the OCP stand-in).
@@ -50,7 +52,7 @@ pub async fn engine_or_skip(test: &str) -> Option<Arc<Engine>> {
             "{test} needs the Docker engine and cannot reach it ({e}). Start Docker, or set {SKIP_ENV}=1 to skip Docker tests explicitly."
         ),
     };
-    for image in [RUNTIME_IMAGE, GATEWAY_IMAGE] {
+    for image in [RUNTIME_IMAGE, GATEWAY_IMAGE, STRICT_GATEWAY_IMAGE] {
         assert!(
             engine
                 .image_present(image)
@@ -271,7 +273,17 @@ impl World {
     }
 
     pub fn spawn_agent(&mut self, role: &str) {
-        let cfg = self.agent_config(role);
+        self.spawn_agent_with(role, self.agent_config(role));
+    }
+
+    /// An agent that looks at its work every `period` (drift is found sooner).
+    pub fn spawn_watchful_agent(&mut self, role: &str, period: Duration) {
+        let mut cfg = self.agent_config(role);
+        cfg.poll_wait = period;
+        self.spawn_agent_with(role, cfg);
+    }
+
+    fn spawn_agent_with(&mut self, role: &str, cfg: AgentConfig) {
         let engine = self.engine.clone();
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -306,6 +318,57 @@ impl World {
                 content: self.localize(&std::fs::read_to_string(&p).unwrap()),
             })
             .collect()
+    }
+
+    /// Pushes `branch` to the gateway repository: main with its config file
+    /// passed through `edit`.
+    pub fn push_gateway_branch(&self, branch: &str, edit: impl FnOnce(String) -> String) {
+        let work = self
+            .dir
+            .path()
+            .join(format!("push-{}", branch.replace('/', "-")));
+        let git = |args: &[&str], dir: &Path| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=e2e", "-c", "user.email=e2e@sdp.invalid"])
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("git runs");
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let repo = self.git_dir.join("erangel.git");
+        git(
+            &[
+                "clone",
+                "-q",
+                "-b",
+                "main",
+                repo.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+            self.dir.path(),
+        );
+        git(&["checkout", "-q", "-b", branch], &work);
+        let config = work.join("application/config/config.php");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, edit(text)).unwrap();
+        git(
+            &["commit", "-q", "-am", &format!("{branch}: config change")],
+            &work,
+        );
+        git(&["push", "-q", "origin", branch], &work);
+    }
+
+    /// Where an agent keeps a sandbox unit's checkout.
+    pub fn checkout(&self, role: &str, sandbox: &str, unit_dir: &str) -> PathBuf {
+        self.work_dir(role)
+            .join("sandboxes")
+            .join(sandbox)
+            .join(unit_dir)
     }
 
     /// Rewrites the example's repository paths and agent names for this world.

@@ -5,10 +5,14 @@
 #
 #   sdp/runtime:busybox   busybox-static: runs statically linked Go services
 #   sdp/php-apache:bookworm  debootstrap'd Debian with apache2 + mod_php (gateway)
+#   sdp/php-apache:opcache-strict  the same, with OPcache revalidating only every
+#                            60 s (as tuned CMS images do): the gateway tests
+#                            prove SDP's patches are served at once anyway (C11)
 set -euo pipefail
 
 RUNTIME_IMAGE=${SDP_RUNTIME_IMAGE:-sdp/runtime:busybox}
 GATEWAY_IMAGE=${SDP_GATEWAY_IMAGE:-sdp/php-apache:bookworm}
+STRICT_IMAGE=${SDP_STRICT_IMAGE:-sdp/php-apache:opcache-strict}
 here=$(cd "$(dirname "$0")" && pwd)
 
 exists() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -66,9 +70,22 @@ build_gateway() {
   echo "images: built $GATEWAY_IMAGE"
 }
 
+build_strict() {
+  if exists "$STRICT_IMAGE"; then echo "images: $STRICT_IMAGE exists, skipping"; return; fi
+  local c=sdp-image-build-opcache-strict
+  docker rm -f "$c" >/dev/null 2>&1 || true
+  docker run --name "$c" "$GATEWAY_IMAGE" /bin/sh -c \
+    'for d in /etc/php/*/apache2/conf.d; do printf "opcache.enable=1\nopcache.validate_timestamps=1\nopcache.revalidate_freq=60\n" >"$d/99-opcache-strict.ini"; done' >/dev/null
+  docker commit --change 'CMD ["/usr/local/bin/apache2-foreground"]' \
+    "$c" "$STRICT_IMAGE" >/dev/null
+  docker rm -f "$c" >/dev/null
+  echo "images: built $STRICT_IMAGE"
+}
+
 case "${1:-all}" in
   runtime) build_runtime ;;
   gateway) build_gateway ;;
-  all) build_runtime; build_gateway ;;
-  *) echo "usage: $0 [runtime|gateway|all]" >&2; exit 64 ;;
+  strict) build_gateway; build_strict ;;
+  all) build_runtime; build_gateway; build_strict ;;
+  *) echo "usage: $0 [runtime|gateway|strict|all]" >&2; exit 64 ;;
 esac
