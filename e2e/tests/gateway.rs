@@ -183,6 +183,9 @@ async fn refused_url_maps_leave_the_previous_gateway_serving() {
     w.push_gateway_branch("feature/compound", |t| {
         format!("{t}$config['eredar_url'] .= 'v2/';\n")
     });
+    w.push_gateway_branch("feature/missing", |t| {
+        t.replace("$config['eredar_url']", "$config['eredar_endpoint']")
+    });
     w.push_gateway_branch("feature/broken", |t| {
         t.replace(
             "$config['upstream_timeout'] = 10;",

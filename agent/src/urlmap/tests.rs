@@ -225,3 +225,19 @@ mod props {
         }
     }
 }
+
+#[test]
+fn computed_values_say_what_they_are() {
+    let src = b"<?php\n$config['a'] = strtolower('X');\n$config['b'] = $base;\n$config['c'] = 'x' . 'y';\n$config['d'] = \"{$h}/\";\n$config['e'] = 42;\n$config['f'] = <<<EOT\nx\nEOT;\n";
+    let map = UrlMap::parse(src).unwrap();
+    let reason = |k: &str| match map.entry(k) {
+        Err(MapError::Computed { reason, .. }) => reason,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(reason("a"), "it calls strtolower()");
+    assert_eq!(reason("b"), "it is a variable");
+    assert_eq!(reason("c"), "it is a concatenation");
+    assert_eq!(reason("d"), "it interpolates a variable");
+    assert_eq!(reason("e"), "`42` is not a string");
+    assert_eq!(reason("f"), "it is a heredoc, nowdoc or shell string");
+}
