@@ -15,7 +15,7 @@ use sdp_spec::parse::{Document, parse_any};
 use sdp_spec::record::{Kind, Record};
 use sdp_spec::wire::{
     AgentInfo, AgentReport, ApplyAction, ApplyRequest, ApplyResponse, ApplyResult, Assignments,
-    SandboxStatus, SourceDocument, StoredRecord, now_ms,
+    SandboxStatus, SourceDocument, StoredRecord, Tombstone, now_ms,
 };
 use sdp_spec::{SpecError, SpecErrors};
 use tokio::sync::{Mutex, watch};
@@ -199,12 +199,25 @@ impl Controller {
             return Err(ApiError::Conflict(e.message.clone()));
         }
         let revision = self.revision() + 1;
+        // A sandbox is tracked until the agents that ran it confirm it gone.
+        let tombstone = match self.get(kind, name).map(|r| r.spec) {
+            Some(Record::Sandbox(sb)) => Some(Tombstone {
+                sandbox: name.to_string(),
+                revision,
+                agents: crate::resolve::agents_of(&sb, &self.records())
+                    .into_iter()
+                    .collect(),
+                deleted_at_ms: now_ms(),
+            }),
+            _ => None,
+        };
         self.commit(
             revision,
             vec![Change::Delete {
                 key: key.clone(),
                 by: by.to_string(),
                 at_ms: now_ms(),
+                tombstone,
             }],
         )
         .await?;
@@ -222,11 +235,17 @@ impl Controller {
             for c in changes {
                 match c {
                     Change::Put(rec) => {
+                        if rec.kind == Kind::Sandbox {
+                            snap.deletions.remove(&rec.name);
+                        }
                         snap.records
                             .insert(format!("{}/{}", rec.kind, rec.name), *rec);
                     }
-                    Change::Delete { key, .. } => {
+                    Change::Delete { key, tombstone, .. } => {
                         snap.records.remove(&key);
+                        if let Some(t) = tombstone {
+                            snap.deletions.insert(t.sandbox.clone(), t);
+                        }
                     }
                 }
             }
@@ -325,11 +344,22 @@ impl Controller {
         let store = self.store.clone();
         let to_store = report.clone();
         blocking(move || store.put_report(&to_store, &agent)).await?;
-        self.snap
-            .write()
-            .expect("lock")
-            .reports
-            .insert(report.agent.clone(), report);
+        let done: Vec<String> = {
+            let mut snap = self.snap.write().expect("lock");
+            snap.reports.insert(report.agent.clone(), report);
+            snap.deletions
+                .values()
+                .filter(|t| crate::status::deletion_confirmed(t, &snap.reports))
+                .map(|t| t.sandbox.clone())
+                .collect()
+        };
+        for sandbox in done {
+            let store = self.store.clone();
+            let name = sandbox.clone();
+            blocking(move || store.clear_tombstone(&name)).await?;
+            self.snap.write().expect("lock").deletions.remove(&sandbox);
+            tracing::info!(sandbox, "deletion confirmed by every agent");
+        }
         Ok(())
     }
 
@@ -361,7 +391,8 @@ impl Controller {
             now_ms: now_ms(),
             stale_after_ms: self.settings.stale_after.as_millis() as u64,
         };
-        snap.records
+        let mut out: Vec<SandboxStatus> = snap
+            .records
             .values()
             .filter_map(|r| match &r.spec {
                 Record::Sandbox(sb) if only.is_none_or(|n| n == sb.name.as_str()) => {
@@ -369,7 +400,15 @@ impl Controller {
                 }
                 _ => None,
             })
-            .collect()
+            .collect();
+        out.extend(
+            snap.deletions
+                .values()
+                .filter(|t| only.is_none_or(|n| n == t.sandbox))
+                .map(|t| crate::status::deleting_status(t, &inputs)),
+        );
+        out.sort_by(|a, b| a.sandbox.cmp(&b.sandbox));
+        out
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use sdp_spec::record::Sandbox;
-use sdp_spec::wire::{AgentInfo, AgentProgress, AgentReport, Phase, SandboxStatus};
+use sdp_spec::wire::{AgentInfo, AgentProgress, AgentReport, Phase, SandboxStatus, Tombstone};
 
 use crate::catalog::Records;
 use crate::resolve::{agents_of, sandbox_work};
@@ -141,6 +141,54 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
     }
 }
 
+/// Every agent that ran a part of the sandbox has reported, after the
+/// deletion, that nothing of it is left.
+pub fn deletion_confirmed(t: &Tombstone, reports: &BTreeMap<String, AgentReport>) -> bool {
+    t.agents.iter().all(|a| {
+        reports.get(a).is_some_and(|r| {
+            r.revision >= t.revision && !r.deleting.iter().any(|d| d.sandbox == t.sandbox)
+        })
+    })
+}
+
+/// A deleted sandbox whose removal is not confirmed yet: what is pending where.
+pub fn deleting_status(t: &Tombstone, inp: &Inputs<'_>) -> SandboxStatus {
+    let mut pending = Vec::new();
+    let mut agents = Vec::new();
+    for a in &t.agents {
+        let info = inp.agents.get(a);
+        let age = info.map(|i| inp.now_ms.saturating_sub(i.last_seen_ms));
+        let report = inp.reports.get(a).filter(|r| r.revision >= t.revision);
+        let left = report.and_then(|r| r.deleting.iter().find(|d| d.sandbox == t.sandbox));
+        let done = report.is_some() && left.is_none();
+        match (report, left) {
+            (None, _) => pending.push(format!("waiting for agent `{a}` to pick up the deletion")),
+            (Some(_), Some(d)) => pending.push(format!("{a}: {}", d.pending.join(", "))),
+            _ => {}
+        }
+        agents.push(AgentProgress {
+            agent: a.clone(),
+            last_report_age_ms: age,
+            stale: age.is_some_and(|x| x > inp.stale_after_ms),
+            converged: done,
+        });
+    }
+    SandboxStatus {
+        sandbox: t.sandbox.clone(),
+        phase: Phase::Deleting,
+        message: Some(if pending.is_empty() {
+            "removed; confirming".into()
+        } else {
+            format!("pending: {}", pending.join("; "))
+        }),
+        revision: t.revision,
+        units: Vec::new(),
+        routes: Vec::new(),
+        agents,
+        drift: Vec::new(),
+    }
+}
+
 pub fn human_ms(ms: u64) -> String {
     let s = ms / 1000;
     match s {
@@ -195,6 +243,8 @@ mod tests {
                     routes: vec![],
                     drift: vec![],
                 }],
+                deleting: vec![],
+                collected: vec![],
             },
         )]
         .into()

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use sdp_spec::wire::{AgentInfo, AgentReport, StoredRecord};
+use sdp_spec::wire::{AgentInfo, AgentReport, StoredRecord, Tombstone};
 use serde::{Deserialize, Serialize};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
@@ -20,6 +20,8 @@ const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records_v1")
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history_v1");
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents_v1");
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports_v1");
+/// Deleted sandboxes whose removal agents have not confirmed yet.
+const DELETIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("deletions_v1");
 
 const REVISION_KEY: &str = "revision";
 pub const DB_FILE: &str = "sdp.redb";
@@ -80,7 +82,13 @@ pub struct HistoryEntry {
 #[derive(Clone, Debug)]
 pub enum Change {
     Put(Box<StoredRecord>),
-    Delete { key: String, by: String, at_ms: u64 },
+    Delete {
+        key: String,
+        by: String,
+        at_ms: u64,
+        /// For a sandbox: track it until its agents confirm it is gone.
+        tombstone: Option<Tombstone>,
+    },
 }
 
 /// Everything, as loaded at start-up.
@@ -90,6 +98,7 @@ pub struct Snapshot {
     pub records: BTreeMap<String, StoredRecord>,
     pub agents: BTreeMap<String, AgentInfo>,
     pub reports: BTreeMap<String, AgentReport>,
+    pub deletions: BTreeMap<String, Tombstone>,
 }
 
 pub struct Store {
@@ -112,6 +121,7 @@ impl Store {
             txn.open_table(HISTORY)?;
             txn.open_table(AGENTS)?;
             txn.open_table(REPORTS)?;
+            txn.open_table(DELETIONS)?;
         }
         txn.commit()?;
         Ok(Self { db })
@@ -142,6 +152,11 @@ impl Store {
             snap.reports
                 .insert(k.value().to_string(), decode(k.value(), v.value())?);
         }
+        for row in txn.open_table(DELETIONS)?.iter()? {
+            let (k, v) = row?;
+            snap.deletions
+                .insert(k.value().to_string(), decode(k.value(), v.value())?);
+        }
         Ok(snap)
     }
 
@@ -151,10 +166,15 @@ impl Store {
         {
             let mut records = txn.open_table(RECORDS)?;
             let mut history = txn.open_table(HISTORY)?;
+            let mut deletions = txn.open_table(DELETIONS)?;
             for change in changes {
                 match change {
                     Change::Put(rec) => {
                         let key = format!("{}/{}", rec.kind, rec.name);
+                        if rec.kind == sdp_spec::Kind::Sandbox {
+                            // Applied again: no longer being deleted.
+                            deletions.remove(rec.name.as_str())?;
+                        }
                         records.insert(key.as_str(), encode(rec).as_slice())?;
                         let entry = HistoryEntry {
                             revision,
@@ -167,8 +187,16 @@ impl Store {
                             encode(&entry).as_slice(),
                         )?;
                     }
-                    Change::Delete { key, by, at_ms } => {
+                    Change::Delete {
+                        key,
+                        by,
+                        at_ms,
+                        tombstone,
+                    } => {
                         records.remove(key.as_str())?;
+                        if let Some(t) = tombstone {
+                            deletions.insert(t.sandbox.as_str(), encode(t).as_slice())?;
+                        }
                         let entry = HistoryEntry {
                             revision,
                             at_ms: *at_ms,
@@ -211,6 +239,14 @@ impl Store {
             txn.open_table(AGENTS)?
                 .insert(agent.name.as_str(), encode(agent).as_slice())?;
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The agents confirmed a deleted sandbox gone.
+    pub fn clear_tombstone(&self, sandbox: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DELETIONS)?.remove(sandbox)?;
         txn.commit()?;
         Ok(())
     }
@@ -286,6 +322,7 @@ mod tests {
                         key: "sandbox/a".into(),
                         by: "test".into(),
                         at_ms: 2,
+                        tombstone: None,
                     }],
                 )
                 .unwrap();

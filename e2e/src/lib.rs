@@ -449,6 +449,23 @@ impl World {
         Ok(())
     }
 
+    /// The sandbox's status, or `None` once the controller no longer knows it.
+    pub async fn status_opt(&self, sandbox: &str) -> Option<SandboxStatus> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v1/sandboxes/{sandbox}/status",
+                self.controller_url
+            ))
+            .send()
+            .await
+            .expect("status request");
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        Some(resp.json().await.expect("status body"))
+    }
+
     pub async fn status(&self, sandbox: &str) -> SandboxStatus {
         self.http
             .get(format!(

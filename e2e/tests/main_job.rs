@@ -202,9 +202,23 @@ async fn main_job_end_to_end() {
         .stdout;
     assert_eq!(std::fs::read(&config).unwrap(), committed);
 
-    // 5. Delete: containers and checkouts are gone.
+    // 5. Delete: tracked as Deleting until the agents confirm; then the
+    //    containers and checkouts are gone.
     w.delete("sandbox", &sb).await.expect("delete");
+    let st = w.status_opt(&sb).await;
+    assert!(
+        st.as_ref().is_none_or(|s| s.phase == Phase::Deleting),
+        "{st:?}"
+    );
     let start = std::time::Instant::now();
+    while w.status_opt(&sb).await.is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "deletion not confirmed: {:?}",
+            w.status_opt(&sb).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     loop {
         let containers = w.sdp_containers().await;
         let checkouts_left = ["micro", "gw"]

@@ -16,7 +16,14 @@ pub struct Api {
 /// An error the controller returned, shown as it said it.
 #[derive(Debug)]
 pub struct Refused {
+    pub status: u16,
     pub body: ErrorBody,
+}
+
+impl Refused {
+    pub fn not_found(&self) -> bool {
+        self.status == 404
+    }
 }
 
 impl std::fmt::Display for Refused {
@@ -72,7 +79,11 @@ impl Api {
                 field: None,
                 details: vec![],
             });
-            return Err(Refused { body }.into());
+            return Err(Refused {
+                status: status.as_u16(),
+                body,
+            }
+            .into());
         }
         serde_json::from_slice(&bytes).context("the controller's answer is not what sdpctl expects")
     }

@@ -173,3 +173,38 @@ pub async fn wait_ready(api: &Api, sandboxes: &[String], timeout: Duration) -> a
     }
     Ok(())
 }
+
+/// Polls a deleted sandbox's status until its agents confirm it is gone.
+pub async fn wait_gone(api: &Api, sandbox: &str, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        match api.status(sandbox).await {
+            Ok(st) => {
+                let line = st.message.unwrap_or_default();
+                if line != last {
+                    eprintln!(
+                        "[{:>5.1}s] {sandbox}: {} - {line}",
+                        start.elapsed().as_secs_f64(),
+                        st.phase
+                    );
+                    last = line;
+                }
+            }
+            Err(e)
+                if e.downcast_ref::<crate::api::Refused>()
+                    .is_some_and(|r| r.not_found()) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        if start.elapsed() >= timeout {
+            bail!(
+                "timed out after {}s; still pending: {last}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

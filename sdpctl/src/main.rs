@@ -61,7 +61,16 @@ enum Command {
     /// Show a sandbox's status: units, commits, and the live route table.
     Describe { kind: String, name: String },
     /// Delete a record.
-    Delete { kind: String, name: String },
+    Delete {
+        kind: String,
+        name: String,
+        /// For a sandbox: wait until its agents have removed everything.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        timeout: Duration,
+    },
     /// Every applied revision of a record.
     History { kind: String, name: String },
     /// Wait until sandboxes are Ready.
@@ -169,10 +178,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             show::describe(&api, name(&n)?, cli.output).await
         }
-        Command::Delete { kind: k, name: n } => {
+        Command::Delete {
+            kind: k,
+            name: n,
+            wait,
+            timeout,
+        } => {
             let k = kind(&k)?;
             api.delete(k, name(&n)?).await?;
-            println!("{k}/{n} deleted");
+            if k != Kind::Sandbox {
+                println!("{k}/{n} deleted");
+                return Ok(());
+            }
+            if !wait {
+                println!(
+                    "{k}/{n} deleted; its agents are removing it (`sdpctl describe sandbox {n}` shows what is pending)"
+                );
+                return Ok(());
+            }
+            apply::wait_gone(&api, &n, timeout).await?;
+            println!("{k}/{n} deleted and removed");
             Ok(())
         }
         Command::History { kind: k, name: n } => {

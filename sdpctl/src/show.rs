@@ -85,6 +85,20 @@ pub async fn get(api: &Api, kind: Kind, name: Option<&str>, out: Output) -> anyh
                     }
                 }
             }
+            // Deleted sandboxes stay visible until their agents removed them.
+            for st in statuses
+                .iter()
+                .filter(|st| st.phase == Phase::Deleting && name.is_none())
+            {
+                t.row(vec![
+                    st.sandbox.clone(),
+                    "Deleting".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    st.revision.to_string(),
+                ]);
+            }
             print!("{}", t.render(""));
         }
     }

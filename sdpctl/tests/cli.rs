@@ -108,10 +108,36 @@ async fn apply_a_directory_then_get_and_delete() {
     );
     let out = sdpctl(&ctl, &["delete", "sandbox", "alice-checkout"]).await;
     assert!(out.status.success());
-    assert_eq!(text(&out).0, "sandbox/alice-checkout deleted\n");
+    assert!(
+        text(&out)
+            .0
+            .starts_with("sandbox/alice-checkout deleted; its agents are removing it"),
+        "{}",
+        text(&out).0
+    );
+    // No agent ever ran it, so its removal waits for them: tracked as Deleting.
+    let out = sdpctl(&ctl, &["get", "sandboxes"]).await;
+    assert!(
+        text(&out).0.contains("alice-checkout  Deleting"),
+        "{}",
+        text(&out).0
+    );
     let out = sdpctl(&ctl, &["get", "sandbox", "alice-checkout"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out).1, "error: sandbox `alice-checkout` not found\n");
+    let out = sdpctl(&ctl, &["describe", "sandbox", "alice-checkout"]).await;
+    assert!(
+        text(&out).0.contains("Phase:     Deleting"),
+        "{}",
+        text(&out).0
+    );
+    assert!(
+        text(&out)
+            .0
+            .contains("waiting for agent `micro` to pick up the deletion"),
+        "{}",
+        text(&out).0
+    );
 }
 
 #[tokio::test]

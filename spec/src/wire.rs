@@ -218,6 +218,31 @@ pub struct AgentReport {
     pub revision: u64,
     pub observed_at_ms: u64,
     pub sandboxes: Vec<SandboxReport>,
+    /// Sandboxes no longer assigned whose removal is not finished yet.
+    #[serde(default)]
+    pub deleting: Vec<DeletionReport>,
+    /// Things the agent removed that no sandbox claimed (recent first kept).
+    #[serde(default)]
+    pub collected: Vec<DriftEvent>,
+}
+
+/// What is left of a sandbox an agent is removing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionReport {
+    pub sandbox: String,
+    /// Containers and checkouts still there, in plain words.
+    pub pending: Vec<String>,
+}
+
+/// A deleted sandbox the controller tracks until its agents confirm it gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub sandbox: String,
+    /// Revision of the deletion: reports from before it do not count.
+    pub revision: u64,
+    /// Agents that ran a part of it.
+    pub agents: Vec<String>,
+    pub deleted_at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

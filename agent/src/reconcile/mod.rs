@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sdp_spec::wire::{
-    AgentReport, Assignments, DriftEvent, Phase, SandboxReport, SandboxWork, now_ms,
+    AgentReport, Assignments, DeletionReport, DriftEvent, Phase, SandboxReport, SandboxWork, now_ms,
 };
 use tracing::Instrument;
 
@@ -69,6 +69,10 @@ pub struct Reconciler {
     seen_generations: HashSet<String>,
     last: BTreeMap<String, SandboxReport>,
     drift: HashMap<String, VecDeque<DriftEvent>>,
+    /// What garbage collection removed lately.
+    collected: VecDeque<DriftEvent>,
+    /// What is left of sandboxes being removed.
+    deleting: Vec<DeletionReport>,
     /// Sandboxes whose self-heal keeps failing, and when to try again.
     healing: HashMap<String, Healing>,
     http: reqwest::Client,
@@ -94,6 +98,8 @@ impl Reconciler {
             seen_generations: HashSet::new(),
             last: BTreeMap::new(),
             drift: HashMap::new(),
+            collected: VecDeque::new(),
+            deleting: Vec::new(),
             healing: HashMap::new(),
             http,
             probe_token,
@@ -147,19 +153,86 @@ impl Reconciler {
                 .await
                 .unwrap_or_default()
         };
-        for action in plan_gc(&desired_ids, &containers, &checkouts) {
+        let gc = plan_gc(&desired_ids, &containers, &checkouts);
+        for action in &gc {
             tracing::info!(action = %action, "garbage-collecting");
-            if let Err(e) = self.execute_gc(&action).await {
-                tracing::warn!(action = %action, error = %e, "garbage collection failed; will retry");
-                requeue = min_opt(requeue, Some(retry::UNHEALTHY_REQUEUE));
+            match self.execute_gc(action).await {
+                Ok(()) => self.record_collected(action),
+                Err(e) => {
+                    tracing::warn!(action = %action, error = %e, "garbage collection failed; will retry");
+                    requeue = min_opt(requeue, Some(retry::UNHEALTHY_REQUEUE));
+                }
             }
-            actions.push(action);
         }
+        // What is left of sandboxes being removed, for the controller's
+        // deletion tracking: only worth looking again if something was removed.
+        self.deleting = if gc.is_empty() {
+            Vec::new()
+        } else {
+            self.leftovers(&desired_ids).await
+        };
+        actions.extend(gc);
         PassOutcome {
             actions,
             report: self.report(work),
             requeue,
         }
+    }
+
+    fn record_collected(&mut self, action: &Action) {
+        let (unit, what) = match action {
+            Action::Remove { name, reason, .. } => {
+                (name.clone(), format!("removed container: {reason}"))
+            }
+            Action::RemoveCheckout { path, reason } => (
+                path.display().to_string(),
+                format!("removed checkout: {reason}"),
+            ),
+            _ => return,
+        };
+        self.collected.push_back(DriftEvent {
+            at_ms: now_ms(),
+            unit,
+            what,
+            desired: None,
+            found: None,
+        });
+        while self.collected.len() > DRIFT_KEPT {
+            self.collected.pop_front();
+        }
+    }
+
+    /// Containers and checkouts of unassigned sandboxes still on this host.
+    async fn leftovers(&self, desired: &BTreeSet<UnitId>) -> Vec<DeletionReport> {
+        let mut left: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        match self.engine.list_owned(&self.cfg.name).await {
+            Ok(now) => {
+                for c in now {
+                    if let Some(u) = UnitId::of(&c)
+                        && !desired.contains(&u)
+                    {
+                        left.entry(u.sandbox.clone())
+                            .or_default()
+                            .push(format!("container {}", c.name));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list containers after garbage collection"),
+        }
+        let work_dir = self.cfg.work_dir.clone();
+        let checkouts = tokio::task::spawn_blocking(move || layout::scan_checkouts(&work_dir))
+            .await
+            .unwrap_or_default();
+        for (u, path) in checkouts {
+            if !desired.contains(&u) {
+                left.entry(u.sandbox.clone())
+                    .or_default()
+                    .push(format!("checkout {}", path.display()));
+            }
+        }
+        left.into_iter()
+            .map(|(sandbox, pending)| DeletionReport { sandbox, pending })
+            .collect()
     }
 
     fn forget_unassigned(&mut self, work: &Assignments) {
@@ -177,6 +250,8 @@ impl Reconciler {
             revision: work.revision,
             observed_at_ms: now_ms(),
             sandboxes: self.last.values().cloned().collect(),
+            deleting: self.deleting.clone(),
+            collected: self.collected.iter().cloned().collect(),
         }
     }
 
