@@ -4,10 +4,12 @@
 //!
 //! Code map: `store` (redb) → `state` (in-memory snapshot, the only writer) →
 //! `api` (axum routes). Pure logic: `catalog` (cross-record checks), `resolve`
-//! (records → agent work), `status` (reports → sandbox status).
+//! (records → agent work), `diff` (what an apply would change, per agent),
+//! `status` (reports → sandbox status).
 
 pub mod api;
 pub mod catalog;
+pub mod diff;
 pub mod error;
 pub mod resolve;
 pub mod runtime;

@@ -116,13 +116,20 @@ impl Controller {
 
         let by = clean_user(req.applied_by.as_deref());
         let _guard = self.writer.lock().await;
-        let mut prospective = self.records();
+        let before = self.records();
+        let mut prospective = before.clone();
         for doc in &docs {
             prospective.insert(doc.record.key(), doc.record.clone());
         }
-        let (docs, errors) = tokio::task::spawn_blocking(move || {
+        let agents = self.snap.read().expect("lock").agents.clone();
+        let (docs, errors, plan) = tokio::task::spawn_blocking(move || {
             let errors = catalog::check(&prospective, &docs, &[]);
-            (docs, errors)
+            let plan = if errors.is_empty() {
+                crate::diff::plan(&before, &prospective, &agents)
+            } else {
+                Vec::new()
+            };
+            (docs, errors, plan)
         })
         .await
         .map_err(|_| ApiError::ShuttingDown)?;
@@ -176,6 +183,7 @@ impl Controller {
                 revision: current_rev,
                 dry_run: req.dry_run,
                 results,
+                plan,
             });
         }
         self.commit(revision, changes).await?;
@@ -184,6 +192,7 @@ impl Controller {
             revision,
             dry_run: false,
             results,
+            plan,
         })
     }
 

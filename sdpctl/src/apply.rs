@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sdp_spec::record::Kind;
-use sdp_spec::wire::{ApplyAction, ApplyRequest, Phase, SourceDocument};
+use sdp_spec::wire::{AgentPlan, ApplyAction, ApplyRequest, Phase, PlannedKind, SourceDocument};
 
 use crate::api::Api;
 
@@ -74,6 +74,8 @@ fn read(p: &Path) -> anyhow::Result<SourceDocument> {
 
 pub struct ApplyOptions {
     pub dry_run: bool,
+    /// Print only the plan (`sdpctl diff`).
+    pub plan_only: bool,
     pub wait: bool,
     pub timeout: Duration,
     pub json: bool,
@@ -101,8 +103,15 @@ pub async fn apply(
             applied_by: None,
         })
         .await?;
+    let would_change = resp
+        .results
+        .iter()
+        .any(|r| r.action != ApplyAction::Unchanged)
+        || !resp.plan.is_empty();
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&resp)?);
+    } else if opts.plan_only {
+        print!("{}", render_plan(&resp.plan));
     } else {
         for r in &resp.results {
             let word = match r.action {
@@ -114,7 +123,17 @@ pub async fn apply(
             println!("{}/{} {word}{suffix}", r.kind, r.name);
         }
     }
-    if opts.wait && !opts.dry_run {
+    if opts.dry_run && !opts.json && !opts.plan_only {
+        print!("{}", render_plan(&resp.plan));
+    }
+    if opts.dry_run {
+        return if would_change {
+            Err(crate::WouldChange.into())
+        } else {
+            Ok(())
+        };
+    }
+    if opts.wait {
         let sandboxes: Vec<String> = resp
             .results
             .iter()
@@ -207,4 +226,31 @@ pub async fn wait_gone(api: &Api, sandbox: &str, timeout: Duration) -> anyhow::R
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Per agent: what would be created (+), replaced (~), removed (-) and
+/// which URL map entries would switch (>).
+pub fn render_plan(plan: &[AgentPlan]) -> String {
+    if plan.is_empty() {
+        return "No changes: the agents would do nothing.\n".into();
+    }
+    let mut out = String::new();
+    for a in plan {
+        out.push_str(&format!("agent {}:\n", a.agent));
+        for c in &a.changes {
+            let (mark, verb) = match c.kind {
+                PlannedKind::Create => ('+', "create"),
+                PlannedKind::Replace => ('~', "replace"),
+                PlannedKind::Remove => ('-', "remove"),
+                PlannedKind::Route => ('>', "switch route"),
+            };
+            out.push_str(&format!(
+                "  {mark} {}/{}: {verb} ({})\n",
+                c.sandbox,
+                c.unit,
+                c.reasons.join("; ")
+            ));
+        }
+    }
+    out
 }

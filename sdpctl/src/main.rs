@@ -56,6 +56,12 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = duration)]
         timeout: Duration,
     },
+    /// What applying the files would change, per agent, without changing
+    /// anything. Exit code 0: nothing would change, 2: something would, 1: error.
+    Diff {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// List records of a kind, or show one.
     Get { kind: String, name: Option<String> },
     /// Show a sandbox's status: units, commits, and the live route table.
@@ -85,6 +91,18 @@ enum Command {
 fn duration(s: &str) -> Result<Duration, String> {
     sdp_spec::types::parse_duration(s)
 }
+
+/// A dry run found changes: exit code 2, like `terraform plan -detailed-exitcode`.
+#[derive(Debug)]
+pub struct WouldChange;
+
+impl std::fmt::Display for WouldChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("changes pending")
+    }
+}
+
+impl std::error::Error for WouldChange {}
 
 /// A mistake in how sdpctl was called: exit code 64.
 #[derive(Debug)]
@@ -127,6 +145,7 @@ async fn main() -> ExitCode {
     };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<WouldChange>().is_some() => ExitCode::from(2),
         Err(e) => {
             let msg = sdp_spec::types::redact_credentials(&format!("{e:#}"));
             eprintln!("error: {msg}");
@@ -159,8 +178,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let docs = apply::collect(&files)?;
             let opts = apply::ApplyOptions {
                 dry_run,
+                plan_only: false,
                 wait,
                 timeout,
+                json: cli.output == Output::Json,
+            };
+            apply::apply(&api, docs, &opts).await
+        }
+        Command::Diff { files } => {
+            let docs = apply::collect(&files)?;
+            let opts = apply::ApplyOptions {
+                dry_run: true,
+                plan_only: true,
+                wait: false,
+                timeout: Duration::ZERO,
                 json: cli.output == Output::Json,
             };
             apply::apply(&api, docs, &opts).await

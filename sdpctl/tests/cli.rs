@@ -273,3 +273,69 @@ async fn json_files_apply_like_toml_ones() {
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(text(&out).0, "gateway/erangel created\n");
 }
+
+#[tokio::test]
+async fn diff_shows_per_agent_changes_with_detailed_exit_codes() {
+    let ctl = controller().await;
+    let dir = examples().to_str().unwrap();
+    let out = sdpctl(&ctl, &["diff", "-f", dir]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "something would change: {stderr}"
+    );
+    assert!(stdout.contains("agent micro:\n  + alice-checkout/eredar: create (branch feature/PAY-123, image sdp/runtime:busybox, host port 9001)"), "{stdout}");
+    assert!(
+        stdout.contains("agent gateway:\n  + alice-checkout/erangel: create"),
+        "{stdout}"
+    );
+    let out = sdpctl(&ctl, &["get", "sandboxes", "-o", "json"]).await;
+    assert_eq!(text(&out).0.trim(), "[]", "a diff stores nothing");
+
+    let out = sdpctl(&ctl, &["apply", "--dry-run", "-f", dir]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out)
+            .0
+            .contains("sandbox/alice-checkout created (dry run)"),
+        "{}",
+        text(&out).0
+    );
+
+    assert!(sdpctl(&ctl, &["apply", "-f", dir]).await.status.success());
+    let out = sdpctl(&ctl, &["diff", "-f", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).0);
+    assert_eq!(text(&out).0, "No changes: the agents would do nothing.\n");
+
+    let changed = ctl.dir.path().join("alice.toml");
+    let text_in =
+        std::fs::read_to_string(examples().join("sandboxes/alice-checkout.toml")).unwrap();
+    std::fs::write(
+        &changed,
+        text_in
+            .replace("feature/PAY-123", "main")
+            .replace("LOG_LEVEL = \"debug\"", "LOG_LEVEL = \"s3cret-value\""),
+    )
+    .unwrap();
+    let out = sdpctl(&ctl, &["diff", "-f", changed.to_str().unwrap()]).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout.contains("~ alice-checkout/eredar: replace (branch feature/PAY-123 -> main (its head commit is deployed); env LOG_LEVEL changed)"), "{stdout}");
+    assert!(!stdout.contains("s3cret-value"), "env values are not shown");
+
+    std::fs::write(
+        &changed,
+        "kind = \"sandbox\"\nname = \"x\"\n[services.nope]\nbranch = \"main\"\nhost_port = 1\n",
+    )
+    .unwrap();
+    let out = sdpctl(&ctl, &["diff", "-f", changed.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1), "errors exit 1");
+    assert!(
+        text(&out)
+            .1
+            .contains("service `nope` is not in the catalog"),
+        "{}",
+        text(&out).1
+    );
+}

@@ -70,6 +70,39 @@ pub struct ApplyResponse {
     pub revision: u64,
     pub dry_run: bool,
     pub results: Vec<ApplyResult>,
+    /// What the agents do (or, for a dry run, would do) about it.
+    #[serde(default)]
+    pub plan: Vec<AgentPlan>,
+}
+
+/// What one agent would change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPlan {
+    pub agent: String,
+    pub changes: Vec<PlannedChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    pub sandbox: String,
+    /// Service or gateway name.
+    pub unit: String,
+    pub kind: PlannedKind,
+    /// Why, in plain words (environment values are never shown).
+    pub reasons: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannedKind {
+    /// A container is created.
+    Create,
+    /// A container is replaced.
+    Replace,
+    /// A container (and its checkout) is removed.
+    Remove,
+    /// URL map entries switch (the gateway is reloaded, not replaced).
+    Route,
 }
 
 /// A record as stored, with its bookkeeping.
