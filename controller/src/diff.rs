@@ -145,18 +145,10 @@ fn sandbox_changes(
     }
 }
 
-fn field<T: PartialEq + std::fmt::Debug>(what: &str, old: &T, new: &T, out: &mut Vec<String>) {
+fn field<T: PartialEq + std::fmt::Display>(what: &str, old: &T, new: &T, out: &mut Vec<String>) {
     if old != new {
-        out.push(format!("{what} {} -> {}", show(old), show(new)));
+        out.push(format!("{what} {old} -> {new}"));
     }
-}
-
-fn show<T: std::fmt::Debug>(v: &T) -> String {
-    let s = format!("{v:?}");
-    s.trim_matches('"')
-        .replace("Some(", "")
-        .replace(')', "")
-        .replace('"', "")
 }
 
 /// Names of variables added, removed or changed: never their values.
