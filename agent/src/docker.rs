@@ -84,6 +84,8 @@ pub struct Observed {
     pub labels: BTreeMap<String, String>,
     /// Docker's state word: created, running, exited, ...
     pub state: String,
+    /// Docker's status line: "Up 5 minutes", "Restarting (1) 3 seconds ago".
+    pub status: String,
 }
 
 impl Observed {
@@ -210,6 +212,7 @@ impl Engine {
                     .to_string(),
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                status: c.status.unwrap_or_default(),
             })
             .collect())
     }
@@ -534,12 +537,23 @@ impl Engine {
                     .and_then(|s| s.status)
                     .map(|s| s.to_string())
                     .unwrap_or_default(),
+                status: String::new(),
             })),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
             Err(e) => Err(call_err(&format!("inspecting {name}"), e)),
         }
+    }
+
+    /// How often Docker restarted a container.
+    pub async fn restart_count(&self, id: &str) -> Option<i64> {
+        self.count(false);
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .ok()?
+            .restart_count
     }
 
     /// Names the container publishing `port`, if Docker knows one.

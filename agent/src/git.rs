@@ -221,6 +221,35 @@ impl Git {
         Ok(())
     }
 
+    /// The full id of `spec` (a possibly abbreviated commit id) if the cache
+    /// has it and it is `head` or an ancestor of it (it belongs to the branch).
+    pub fn commit_in_branch(
+        &self,
+        url: &str,
+        spec: &str,
+        head: &str,
+    ) -> Result<Option<String>, GitError> {
+        let repo = self.open_cache(url)?;
+        let path = self.cache_path(url);
+        let err = |m: String| GitError::Cache {
+            path: path.clone(),
+            message: m,
+        };
+        let Ok(obj) = repo.revparse_single(spec) else {
+            return Ok(None);
+        };
+        let Ok(commit) = obj.peel_to_commit() else {
+            return Ok(None);
+        };
+        let head = Oid::from_str(head).map_err(|e| err(e.message().to_string()))?;
+        let id = commit.id();
+        let belongs = id == head
+            || repo
+                .graph_descendant_of(head, id)
+                .map_err(|e| err(e.message().to_string()))?;
+        Ok(belongs.then(|| id.to_string()))
+    }
+
     /// The commit checked out at `path`, if it is a checkout.
     pub fn head(path: &Path) -> Option<String> {
         let repo = Repository::open(path).ok()?;

@@ -411,6 +411,7 @@ mod tests {
             name: spec.name.clone(),
             labels,
             state: state.into(),
+            status: String::new(),
         }
     }
 

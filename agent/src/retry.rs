@@ -79,8 +79,8 @@ impl Backoff {
     }
 }
 
-/// ±20 %, so many agents do not retry in lockstep.
-fn jitter(d: Duration) -> Duration {
+/// ±20 %, so many agents do not retry (or ask remotes) in lockstep.
+pub fn jitter(d: Duration) -> Duration {
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |t| t.subsec_nanos() as u64)

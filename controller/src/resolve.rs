@@ -76,6 +76,7 @@ pub fn sandbox_work(
             container_port: svc.container_port.get(),
             host_port: s.host_port.get(),
             health: svc.health.as_ref().map(|h| h.to_string()),
+            commit: s.commit.as_ref().map(|c| c.to_string()),
         });
     }
 

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use sdp_spec::record::Sandbox;
-use sdp_spec::wire::{AgentInfo, AgentProgress, AgentReport, Phase, SandboxStatus, Tombstone};
+use sdp_spec::wire::{
+    AgentInfo, AgentProgress, AgentReport, Condition, Phase, RouteReport, SandboxStatus, Tombstone,
+    UnitReport,
+};
 
 use crate::catalog::Records;
 use crate::resolve::{agents_of, sandbox_work};
@@ -129,6 +132,7 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
     };
     units.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
     drift.sort_by_key(|d| d.at_ms);
+    let conditions = conditions(&progress, &units, &routes);
     SandboxStatus {
         sandbox: sb.name.to_string(),
         phase,
@@ -138,7 +142,74 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
         routes,
         agents: progress,
         drift,
+        conditions,
     }
+}
+
+fn condition(kind: &str, problems: Vec<String>) -> Condition {
+    Condition {
+        kind: kind.into(),
+        ok: problems.is_empty(),
+        message: (!problems.is_empty()).then(|| problems.join("; ")),
+    }
+}
+
+/// The yes/no facts behind the phase.
+fn conditions(
+    agents: &[AgentProgress],
+    units: &[UnitReport],
+    routes: &[RouteReport],
+) -> Vec<Condition> {
+    let reporting = agents
+        .iter()
+        .filter(|a| a.stale || a.last_report_age_ms.is_none())
+        .map(|a| match a.last_report_age_ms {
+            None => format!("{} has not connected", a.agent),
+            Some(ms) => format!("{} last reported {} ago", a.agent, human_ms(ms)),
+        })
+        .collect();
+    let converged = agents
+        .iter()
+        .filter(|a| !a.converged)
+        .map(|a| format!("{} has not converged", a.agent))
+        .collect();
+    let mut not_ready: Vec<String> = units
+        .iter()
+        .filter(|u| !u.ready)
+        .map(|u| format!("{} is not ready", u.name))
+        .collect();
+    if units.is_empty() {
+        not_ready.push("no unit reported yet".into());
+    }
+    let behind = units
+        .iter()
+        .filter(|u| !u.pinned)
+        .filter_map(|u| match (&u.commit, &u.branch_head) {
+            (Some(run), Some(head)) if run != head => Some(format!(
+                "{} runs {} but {} is at {}",
+                u.name,
+                &run[..run.len().min(12)],
+                u.branch,
+                &head[..head.len().min(12)]
+            )),
+            _ => None,
+        })
+        .collect();
+    let routes_served = if routes.iter().all(|r| r.served.is_none()) && !routes.is_empty() {
+        vec!["the gateway was not probed; routes are read from its file".to_string()]
+    } else {
+        routes
+            .iter()
+            .filter_map(|r| r.problem.as_ref().map(|p| format!("{}: {p}", r.key)))
+            .collect()
+    };
+    vec![
+        condition("AgentsReporting", reporting),
+        condition("Converged", converged),
+        condition("UnitsReady", not_ready),
+        condition("OnBranchHead", behind),
+        condition("RoutesServed", routes_served),
+    ]
 }
 
 /// Every agent that ran a part of the sandbox has reported, after the
@@ -186,6 +257,7 @@ pub fn deleting_status(t: &Tombstone, inp: &Inputs<'_>) -> SandboxStatus {
         routes: Vec::new(),
         agents,
         drift: Vec::new(),
+        conditions: Vec::new(),
     }
 }
 

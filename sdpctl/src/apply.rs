@@ -145,45 +145,85 @@ pub async fn apply(
     Ok(())
 }
 
-/// Polls status until every sandbox is Ready; fails at once on Degraded.
+/// Polls status until every sandbox is Ready, showing each unit's progress.
+/// Fails at once on an error that will not fix itself (a missing image, a
+/// failed build, a port taken by something else, a refused URL map); on
+/// timeout it says what is still pending.
 pub async fn wait_ready(api: &Api, sandboxes: &[String], timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut last_shown: Vec<String> = vec![String::new(); sandboxes.len()];
-    let mut pending: Vec<usize> = (0..sandboxes.len()).collect();
+    let mut shown: std::collections::BTreeMap<String, String> = Default::default();
+    let mut pending: Vec<String> = sandboxes.to_vec();
+    let mut last_status = std::collections::BTreeMap::new();
     while !pending.is_empty() {
         let mut still = Vec::new();
-        for &i in &pending {
-            let name = &sandboxes[i];
+        for name in &pending {
             let st = api.status(name).await?;
-            let line = format!(
-                "{name}: {}{}",
-                st.phase,
-                st.message
-                    .as_ref()
-                    .map(|m| format!(" - {m}"))
-                    .unwrap_or_default()
-            );
-            if line != last_shown[i] {
-                eprintln!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
-                last_shown[i] = line;
+            let mut lines = vec![(
+                name.clone(),
+                format!(
+                    "{}{}",
+                    st.phase,
+                    st.message
+                        .as_ref()
+                        .map(|m| format!(" - {m}"))
+                        .unwrap_or_default()
+                ),
+            )];
+            for u in &st.units {
+                let state = match (&u.error, u.ready) {
+                    (Some(e), _) => format!("error: {e}"),
+                    (None, true) => format!(
+                        "ready ({}@{})",
+                        u.branch,
+                        u.commit.as_deref().map_or("?", |c| &c[..c.len().min(12)])
+                    ),
+                    (None, false) => u
+                        .container_state
+                        .clone()
+                        .map_or("deploying".into(), |s| format!("deploying (container {s})")),
+                };
+                lines.push((format!("{name}/{}", u.name), state));
             }
+            for (who, line) in lines {
+                if shown.get(&who) != Some(&line) {
+                    eprintln!("[{:>5.1}s] {who}: {line}", start.elapsed().as_secs_f64());
+                    shown.insert(who, line);
+                }
+            }
+            let blocked = st.units.iter().any(|u| u.blocked && u.error.is_some());
             match st.phase {
                 Phase::Ready => {}
-                Phase::Degraded => bail!(
-                    "sandbox {name} is Degraded: {}",
-                    st.message.unwrap_or_default()
-                ),
-                _ => still.push(i),
+                Phase::Degraded if blocked => {
+                    bail!(
+                        "sandbox {name} cannot become ready until something changes: {}",
+                        st.message.unwrap_or_default()
+                    )
+                }
+                _ => still.push(name.clone()),
             }
+            last_status.insert(name.clone(), st);
         }
         pending = still;
         if pending.is_empty() {
             break;
         }
         if start.elapsed() >= timeout {
-            let waiting: Vec<String> = pending.iter().map(|&i| last_shown[i].clone()).collect();
+            let waiting: Vec<String> = pending
+                .iter()
+                .map(|n| {
+                    let st = &last_status[n];
+                    format!(
+                        "{n} ({}{})",
+                        st.phase,
+                        st.message
+                            .as_ref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
             bail!(
-                "timed out after {}s; still waiting for: {}",
+                "timed out after {}s; still waiting for {}",
                 timeout.as_secs(),
                 waiting.join("; ")
             );

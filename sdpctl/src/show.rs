@@ -133,11 +133,47 @@ pub fn render_status(st: &SandboxStatus) -> String {
         t.row(vec![a.agent.clone(), age, yes_no(a.converged)]);
     }
     s.push_str(&t.render("  "));
+    if !st.conditions.is_empty() {
+        s.push_str("Conditions:\n");
+        let mut t = Table::new(&["CONDITION", "OK", "WHY NOT"]);
+        for c in &st.conditions {
+            t.row(vec![
+                c.kind.clone(),
+                yes_no(c.ok),
+                c.message.clone().unwrap_or_default(),
+            ]);
+        }
+        s.push_str(&t.render("  "));
+    }
     s.push_str("Units:\n");
+    let short = |c: &str| c[..c.len().min(12)].to_string();
     let mut t = Table::new(&[
-        "ROLE", "NAME", "AGENT", "BRANCH", "COMMIT", "STATE", "PORT", "READY", "ERROR",
+        "ROLE",
+        "NAME",
+        "AGENT",
+        "BRANCH",
+        "COMMIT",
+        "BRANCH HEAD",
+        "CONTAINER",
+        "PORT",
+        "READY",
+        "ERROR",
     ]);
     for u in &st.units {
+        let head = match (&u.branch_head, u.pinned) {
+            (_, true) => "(pinned)".to_string(),
+            (Some(h), _) if u.commit.as_ref() == Some(h) => "same".to_string(),
+            (Some(h), _) => short(h),
+            (None, _) => "-".to_string(),
+        };
+        let mut container = u
+            .container_status
+            .clone()
+            .or_else(|| u.container_state.clone())
+            .unwrap_or_else(|| "-".into());
+        if let Some(n) = u.restarts.filter(|n| *n > 0) {
+            container.push_str(&format!(", {n} restarts"));
+        }
         t.row(vec![
             match u.role {
                 Role::Service => "service".into(),
@@ -146,10 +182,9 @@ pub fn render_status(st: &SandboxStatus) -> String {
             u.name.clone(),
             u.agent.clone(),
             u.branch.clone(),
-            u.commit
-                .as_deref()
-                .map_or("-".into(), |c| c[..c.len().min(12)].to_string()),
-            u.container_state.clone().unwrap_or_else(|| "-".into()),
+            u.commit.as_deref().map_or("-".into(), short),
+            head,
+            container,
             u.host_port.to_string(),
             yes_no(u.ready),
             u.error.clone().unwrap_or_default(),

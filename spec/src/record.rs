@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    Argv, BranchName, ContainerPath, EnvVars, ImageRef, Name, Port, RelativePath, RepoUrl,
-    RouteKey, UrlPath,
+    Argv, BranchName, CommitId, ContainerPath, EnvVars, ImageRef, Name, Port, RelativePath,
+    RepoUrl, RouteKey, UrlPath,
 };
 
 /// Where a service's checkout is mounted in its container unless it says otherwise.
@@ -202,6 +202,10 @@ pub struct SandboxService {
     /// Extra environment, over the catalog's.
     #[serde(default, skip_serializing_if = "EnvVars::is_empty")]
     pub env: EnvVars,
+    /// Pin this commit of the branch (7-40 hex digits) instead of following
+    /// the branch head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitId>,
 }
 
 fn default_true() -> bool {

@@ -205,6 +205,17 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// A git commit id, abbreviated or full.
+    CommitId,
+    check_commit,
+    json_schema!({
+        "type": "string",
+        "pattern": "^[0-9a-f]{7,40}$",
+        "description": "Commit id: 7 to 40 lowercase hex digits."
+    })
+);
+
+string_newtype!(
     /// An HTTP path for health checks.
     UrlPath,
     check_url_path,
@@ -350,6 +361,19 @@ fn check_branch(s: &str) -> Result<(), String> {
     if bad {
         return Err(format!(
             "`{}` is not a valid branch name (git ref rules: no spaces, '..', '~^:?*[\\', no leading '-' or '/', without the refs/heads/ prefix)",
+            shown(s)
+        ));
+    }
+    Ok(())
+}
+
+fn check_commit(s: &str) -> Result<(), String> {
+    let ok = (7..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !ok {
+        return Err(format!(
+            "`{}` is not a commit id: use 7 to 40 lowercase hex digits",
             shown(s)
         ));
     }

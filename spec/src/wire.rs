@@ -178,6 +178,9 @@ pub struct ServiceWork {
     pub container_port: u16,
     pub host_port: u16,
     pub health: Option<String>,
+    /// A pinned commit of the branch, instead of its head.
+    #[serde(default)]
+    pub commit: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,8 +312,25 @@ pub struct UnitReport {
     pub container_state: Option<String>,
     pub host_port: u16,
     pub ready: bool,
+    /// Where the branch points now (the running commit should match it,
+    /// unless the commit is pinned).
+    #[serde(default)]
+    pub branch_head: Option<String>,
+    /// The commit is pinned by the sandbox.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Docker's own words about the container ("Up 5 minutes", "Restarting (1) ...").
+    #[serde(default)]
+    pub container_status: Option<String>,
+    /// How often Docker restarted the container, when it was looked at.
+    #[serde(default)]
+    pub restarts: Option<i64>,
     /// Last error, in plain words.
     pub error: Option<String>,
+    /// The error will not go away by retrying: a record, a branch or the host
+    /// has to change first (missing image, failed build, port taken, ...).
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 /// One entry of the gateway's URL map: what the running gateway serves,
@@ -368,6 +388,17 @@ pub struct SandboxStatus {
     pub agents: Vec<AgentProgress>,
     /// Recent drift found and put back, oldest first.
     pub drift: Vec<DriftEvent>,
+    /// Yes/no facts the phase is made of.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// AgentsReporting, Converged, UnitsReady, OnBranchHead, RoutesServed.
+    pub kind: String,
+    pub ok: bool,
+    pub message: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

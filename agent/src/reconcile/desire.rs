@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sdp_spec::wire::{GatewayWork, Role, SandboxWork, ServiceWork, content_hash};
 
-use super::{Reconciler, short};
+use super::{Failure, Reconciler, short};
 use crate::docker::{
     ContainerSpec, LABEL_AGENT, LABEL_BRANCH, LABEL_COMMIT, LABEL_HOST_PORT, LABEL_IMAGE,
     LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX, LABEL_UNIT, Observed,
@@ -39,14 +39,20 @@ pub(super) struct Unit {
     pub image: String,
     pub host_port: u16,
     pub health: Option<String>,
-    pub desired: Result<DesiredUnit, String>,
+    pub desired: Result<DesiredUnit, Failure>,
     pub observed: ObservedUnit,
     pub gateway: Option<GatewayCtx>,
-    pub error: Option<String>,
+    pub error: Option<Failure>,
     pub notes: Vec<String>,
     pub healthy: Option<bool>,
     /// Something was changed for this unit in this pass.
     pub changed: bool,
+    /// Where the branch points, when the remote was asked.
+    pub branch_head: Option<String>,
+    /// The sandbox pins the commit.
+    pub pinned: bool,
+    /// Docker's restart count, for a container that is not running.
+    pub restarts: Option<i64>,
 }
 
 impl Unit {
@@ -55,7 +61,7 @@ impl Unit {
         branch: &str,
         image: &str,
         host_port: u16,
-        desired: Result<DesiredUnit, String>,
+        desired: Result<DesiredUnit, Failure>,
     ) -> Self {
         Self {
             id,
@@ -70,6 +76,9 @@ impl Unit {
             notes: Vec::new(),
             healthy: None,
             changed: false,
+            branch_head: None,
+            pinned: false,
+            restarts: None,
         }
     }
 }
@@ -166,39 +175,65 @@ impl Reconciler {
             name: w.service.clone(),
         };
         let checkout = layout::checkout_dir(&self.cfg.work_dir, &id);
-        let desired = self
-            .commit_for(&w.repo, &w.branch, fresh)
-            .await
-            .map(|commit| DesiredUnit {
-                build: w.build.clone().map(|command| BuildStep {
-                    stamp: content_hash(&(&commit, &command)),
-                    command,
-                    best_effort: false,
-                }),
-                container: self.container_spec(
-                    &id,
-                    ContainerInput {
-                        image: &w.image,
-                        cmd: w.command.clone(),
-                        env: w.env.clone(),
-                        mount: &w.mount,
-                        checkout: &checkout,
-                        container_port: w.container_port,
-                        host_port: w.host_port,
-                        commit: &commit,
-                        branch: &w.branch,
-                    },
-                ),
-                id: id.clone(),
-                repo: w.repo.clone(),
-                checkout: checkout.clone(),
-                config: None,
-                reload: None,
-                commit,
-            });
+        let head = self.commit_for(&w.repo, &w.branch, fresh).await;
+        let branch_head = head.as_ref().ok().cloned();
+        let commit = match (&head, &w.commit) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(head), None) => Ok(head.clone()),
+            (Ok(head), Some(pin)) => self.pinned_commit(w, pin, head).await,
+        };
+        let desired = commit.map(|commit| DesiredUnit {
+            build: w.build.clone().map(|command| BuildStep {
+                stamp: content_hash(&(&commit, &command)),
+                command,
+                best_effort: false,
+            }),
+            container: self.container_spec(
+                &id,
+                ContainerInput {
+                    image: &w.image,
+                    cmd: w.command.clone(),
+                    env: w.env.clone(),
+                    mount: &w.mount,
+                    checkout: &checkout,
+                    container_port: w.container_port,
+                    host_port: w.host_port,
+                    commit: &commit,
+                    branch: &w.branch,
+                },
+            ),
+            id: id.clone(),
+            repo: w.repo.clone(),
+            checkout: checkout.clone(),
+            config: None,
+            reload: None,
+            commit,
+        });
         let mut unit = Unit::new(id, &w.branch, &w.image, w.host_port, desired);
         unit.health = w.health.clone();
+        unit.branch_head = branch_head;
+        unit.pinned = w.commit.is_some();
         unit
+    }
+
+    /// A pinned commit, which must belong to the branch (it was fetched with it).
+    async fn pinned_commit(
+        &self,
+        w: &ServiceWork,
+        pin: &str,
+        head: &str,
+    ) -> Result<String, Failure> {
+        let git = self.git.clone();
+        let (repo, p, h) = (w.repo.clone(), pin.to_string(), head.to_string());
+        match tokio::task::spawn_blocking(move || git.commit_in_branch(&repo, &p, &h)).await {
+            Err(e) => Err(Failure::transient(e.to_string())),
+            Ok(Err(e)) => Err(Failure::transient(e.to_string())),
+            Ok(Ok(Some(full))) => Ok(full),
+            Ok(Ok(None)) => Err(Failure::blocked(format!(
+                "commit {pin} is not on branch {}",
+                w.branch
+            ))),
+        }
     }
 
     pub(super) async fn gateway_unit(
@@ -214,12 +249,14 @@ impl Reconciler {
         };
         let checkout = layout::checkout_dir(&self.cfg.work_dir, &id);
         let mut ctx = None;
-        let desired = match self.commit_for(&w.repo, &w.branch, fresh).await {
+        let head = self.commit_for(&w.repo, &w.branch, fresh).await;
+        let branch_head = head.as_ref().ok().cloned();
+        let desired = match head {
             Err(e) => Err(e),
             Ok(commit) => match self.committed_file(w, &commit).await {
                 Err(e) => Err(e),
                 Ok(committed) => match plan_map(w, &committed) {
-                    Err(e) => Err(format!("{}: {e}", w.config_file)),
+                    Err(e) => Err(Failure::blocked(format!("{}: {e}", w.config_file))),
                     Ok(plan) => {
                         let web = web_root(w);
                         let probe_path = checkout.join(&web).join(PROBE_FILE);
@@ -287,21 +324,22 @@ impl Reconciler {
         };
         let mut unit = Unit::new(id, &w.branch, &w.image, w.host_port, desired);
         unit.gateway = ctx;
+        unit.branch_head = branch_head;
         unit
     }
 
     /// The config file as committed at `commit`, from the git cache.
-    async fn committed_file(&self, w: &GatewayWork, commit: &str) -> Result<Vec<u8>, String> {
+    async fn committed_file(&self, w: &GatewayWork, commit: &str) -> Result<Vec<u8>, Failure> {
         let git = self.git.clone();
         let (repo, c, file) = (w.repo.clone(), commit.to_string(), w.config_file.clone());
         match tokio::task::spawn_blocking(move || git.file_at(&repo, &c, &file)).await {
-            Err(e) => Err(e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(None)) => Err(format!(
+            Err(e) => Err(Failure::transient(e.to_string())),
+            Ok(Err(e)) => Err(Failure::transient(e.to_string())),
+            Ok(Ok(None)) => Err(Failure::blocked(format!(
                 "{} does not exist in the gateway at commit {}",
                 w.config_file,
                 short(commit)
-            )),
+            ))),
             Ok(Ok(Some(bytes))) => Ok(bytes),
         }
     }
@@ -351,6 +389,10 @@ impl Reconciler {
             u.observed.build_stamp = stamp;
             u.observed.config = config;
             u.observed.probe = probe;
+            // Only a container that is not running is looked at more closely.
+            if let Some(c) = u.observed.containers.iter().find(|c| !c.running()) {
+                u.restarts = self.engine.restart_count(&c.id).await;
+            }
         }
     }
 }

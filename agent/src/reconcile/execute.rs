@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use super::Reconciler;
 use super::desire::{STAMP_FILE, Unit, sdp_env};
-use crate::docker::{LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE};
+use super::{Failure, Reconciler};
+use crate::docker::{DockerError, LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE};
 use crate::layout;
 use crate::plan::Action;
 
@@ -14,7 +14,7 @@ const NOT_RUNNABLE: [i64; 2] = [126, 127];
 impl Reconciler {
     /// Checks made before any action of a unit, so a refused change leaves
     /// everything as it was (the previous gateway keeps serving).
-    pub(super) async fn preflight(&self, unit: &mut Unit, plan: &[Action]) -> Result<(), String> {
+    pub(super) async fn preflight(&self, unit: &mut Unit, plan: &[Action]) -> Result<(), Failure> {
         let writes_config = plan.iter().any(|a| matches!(a, Action::WriteConfig { .. }));
         let (Ok(d), true) = (&unit.desired, writes_config) else {
             return Ok(());
@@ -38,7 +38,7 @@ impl Reconciler {
 
     /// `php -l` on the patched file, in the gateway's own image. `Ok(Some)`
     /// is a note: the image cannot check PHP, so the file goes unchecked.
-    async fn lint(&self, image: &str, bytes: &[u8]) -> Result<Option<String>, String> {
+    async fn lint(&self, image: &str, bytes: &[u8]) -> Result<Option<String>, Failure> {
         let dir = layout::lint_dir(&self.cfg.work_dir);
         let file = dir.join(format!("{}.php", sdp_spec::wire::content_hash(&bytes)));
         let (d, f, b) = (dir.clone(), file.clone(), bytes.to_vec());
@@ -47,8 +47,8 @@ impl Reconciler {
             std::fs::write(&f, b)
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("preparing the PHP check: {e}"))?;
+        .map_err(transient)?
+        .map_err(|e| Failure::transient(format!("preparing the PHP check: {e}")))?;
         let labels = BTreeMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_AGENT.to_string(), self.cfg.name.clone()),
@@ -64,22 +64,24 @@ impl Reconciler {
                 "the patched URL map was not checked: {image} cannot run `php -l` ({})",
                 output.trim()
             ))),
-            Ok((_, output)) => Err(format!(
+            Ok((_, output)) => Err(Failure::blocked(format!(
                 "the patched URL map does not parse as PHP in {image}; nothing was changed: {}",
                 output
                     .trim()
                     .replace("/sdp-lint/config.php", "the patched file")
-            )),
+            ))),
             Err(e) if e.to_string().contains("executable file not found") => Ok(Some(format!(
                 "the patched URL map was not checked: {image} has no `php` command"
             ))),
-            Err(e) => Err(format!("checking the patched URL map: {e}")),
+            Err(e) => Err(Failure::transient(format!(
+                "checking the patched URL map: {e}"
+            ))),
         }
     }
 
-    pub(super) async fn execute(&self, unit: &mut Unit, action: &Action) -> Result<(), String> {
+    pub(super) async fn execute(&self, unit: &mut Unit, action: &Action) -> Result<(), Failure> {
         let Ok(d) = &unit.desired else {
-            return Err("no desired state".into());
+            return Err(Failure::transient("no desired state"));
         };
         match action {
             Action::Checkout { commit, .. } => {
@@ -87,8 +89,8 @@ impl Reconciler {
                 let (repo, path, commit) = (d.repo.clone(), d.checkout.clone(), commit.clone());
                 tokio::task::spawn_blocking(move || git.checkout(&repo, &path, &commit))
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
+                    .map_err(transient)?
+                    .map_err(transient)
             }
             Action::Build { .. } => {
                 let b = d.build.as_ref().expect("planned builds exist");
@@ -98,7 +100,7 @@ impl Reconciler {
                         .await;
                 if let Err(e) = &result {
                     if !b.best_effort {
-                        return Err(format!("build failed: {e}"));
+                        return Err(Failure::blocked(format!("build failed: {e}")));
                     }
                     unit.notes.push(format!(
                         "prepare failed (best effort, deploying anyway): {e}"
@@ -112,16 +114,16 @@ impl Reconciler {
                     std::fs::write(stamp_path, stamp)
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("writing the build stamp: {e}"))
+                .map_err(transient)?
+                .map_err(|e| Failure::transient(format!("writing the build stamp: {e}")))
             }
             Action::WriteConfig { .. } => {
                 let c = d.config.as_ref().expect("planned config exists");
                 let (path, bytes) = (c.path.clone(), c.desired.clone());
                 tokio::task::spawn_blocking(move || layout::write_atomic(&path, &bytes))
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("writing {}: {e}", c.path.display()))
+                    .map_err(transient)?
+                    .map_err(|e| Failure::transient(format!("writing {}: {e}", c.path.display())))
             }
             Action::WriteProbe { .. } => {
                 let (path, bytes) = d
@@ -133,7 +135,7 @@ impl Reconciler {
                 let written =
                     tokio::task::spawn_blocking(move || layout::write_atomic(&path, &bytes))
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(transient)?;
                 // Without the probe SDP reads routes from the file; that is a
                 // note, not a reason to hold the sandbox back.
                 if let Err(e) = written {
@@ -142,17 +144,28 @@ impl Reconciler {
                 }
                 Ok(())
             }
-            Action::Remove { id, .. } => self.engine.remove(id).await.map_err(|e| e.to_string()),
+            Action::Remove { id, .. } => self.engine.remove(id).await.map_err(transient),
             Action::Create { .. } => self
                 .engine
                 .create_and_start(&d.container, &self.cfg.name)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Action::Start { id, .. } => self.engine.start(id).await.map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    let blocked = matches!(
+                        e,
+                        DockerError::ImageMissing { .. }
+                            | DockerError::PortTaken { .. }
+                            | DockerError::NameTaken { .. }
+                    );
+                    Failure {
+                        message: e.to_string(),
+                        blocked,
+                    }
+                }),
+            Action::Start { id, .. } => self.engine.start(id).await.map_err(transient),
             Action::Reload { id, .. } => {
                 let cmd = d.reload.as_ref().expect("planned reloads have a command");
-                self.reload(id, cmd).await
+                self.reload(id, cmd).await.map_err(Failure::transient)
             }
             Action::RemoveCheckout { .. } => Ok(()),
         }
@@ -194,4 +207,8 @@ impl Reconciler {
             other => Err(format!("not a garbage-collection action: {other}")),
         }
     }
+}
+
+fn transient(e: impl std::fmt::Display) -> Failure {
+    Failure::transient(e.to_string())
 }

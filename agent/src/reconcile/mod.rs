@@ -51,8 +51,38 @@ pub struct PassOutcome {
 }
 
 struct Branch {
-    commit: Result<String, String>,
-    at: Instant,
+    commit: Result<String, Failure>,
+    /// When to ask the remote again (the check interval, with jitter).
+    next_check: Instant,
+}
+
+impl Failure {
+    pub fn blocked(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            blocked: true,
+        }
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            blocked: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An error, and whether retrying can help.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    pub message: String,
+    /// Retrying cannot help until something changes.
+    pub blocked: bool,
 }
 
 struct Healing {
@@ -447,12 +477,12 @@ impl Reconciler {
         repo: &str,
         branch: &str,
         force: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, Failure> {
         let key = (repo.to_string(), branch.to_string());
         let stale = self
             .branches
             .get(&key)
-            .is_none_or(|b| force || b.at.elapsed() >= self.cfg.branch_check || b.commit.is_err());
+            .is_none_or(|b| force || Instant::now() >= b.next_check || b.commit.is_err());
         if stale {
             let git = self.git.clone();
             let (r, b) = key.clone();
@@ -470,13 +500,16 @@ impl Reconciler {
                     }
                     Ok(res.commit)
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(Failure {
+                    blocked: matches!(e, GitError::BranchMissing { .. } | GitError::Auth { .. }),
+                    message: e.to_string(),
+                }),
             };
             self.branches.insert(
                 key.clone(),
                 Branch {
                     commit,
-                    at: Instant::now(),
+                    next_check: Instant::now() + retry::jitter(self.cfg.branch_check),
                 },
             );
         }

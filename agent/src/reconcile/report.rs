@@ -73,7 +73,12 @@ pub(super) fn build_report(
                 container_state: current.map(|c| c.state.clone()),
                 host_port: u.host_port,
                 ready,
-                error,
+                branch_head: u.branch_head.clone(),
+                pinned: u.pinned,
+                container_status: current.map(|c| c.status.clone()).filter(|s| !s.is_empty()),
+                restarts: u.restarts,
+                blocked: error.as_ref().is_some_and(|e| e.blocked),
+                error: error.map(|e| e.message),
             }
         })
         .collect();

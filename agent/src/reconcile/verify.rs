@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use sdp_spec::wire::{DriftEvent, now_ms};
 
-use super::Reconciler;
 use super::desire::{GatewayCtx, Unit};
+use super::{Failure, Reconciler};
 use crate::docker::LABEL_SPEC_HASH;
 use crate::gateway::{self, mismatches};
 use crate::retry;
@@ -167,16 +167,16 @@ impl Reconciler {
                         )
                     })
                     .collect();
-                u.error = Some(format!(
+                u.error = Some(Failure::transient(format!(
                     "the gateway does not serve its URL map after reload and restart: {}",
                     detail.join("; ")
-                ));
+                )));
             }
             Probe::Unreachable(e) => {
                 ctx.served = Some(served);
-                u.error = Some(format!(
+                u.error = Some(Failure::transient(format!(
                     "the gateway stopped answering after a restart: {e}"
-                ));
+                )));
             }
         }
         drift
