@@ -30,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sandboxes", get(list_status))
         .route("/v1/sandboxes/{name}/status", get(sandbox_status))
         .route("/v1/agents", get(list_agents))
+        .route("/v1/agents/{name}", get(agent_view))
         .route("/v1/agents/{name}/assignments", get(assignments))
         .route("/v1/agents/{name}/report", post(report))
         .fallback(|| async { ApiError::NotFound("no such endpoint; the API is under /v1".into()) })
@@ -235,6 +236,17 @@ async fn sandbox_status(
 
 async fn list_agents(State(st): State<AppState>) -> Json<Vec<sdp_spec::wire::AgentInfo>> {
     Json(st.agents())
+}
+
+async fn agent_view(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    name_param(&name)?;
+    let view = st
+        .agent_view(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("agent `{name}` has never connected")))?;
+    Ok(Json(view).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -372,6 +372,24 @@ impl Controller {
         Ok(())
     }
 
+    pub fn agent_view(&self, name: &str) -> Option<sdp_spec::wire::AgentView> {
+        let snap = self.snap.read().expect("lock");
+        let info = snap.agents.get(name)?.clone();
+        let report = snap.reports.get(name);
+        let age = now_ms().saturating_sub(info.last_seen_ms);
+        Some(sdp_spec::wire::AgentView {
+            last_seen_age_ms: age,
+            stale: age > self.settings.stale_after.as_millis() as u64,
+            reported_revision: report.map(|r| r.revision),
+            sandboxes: report
+                .map(|r| r.sandboxes.iter().map(|s| s.sandbox.clone()).collect())
+                .unwrap_or_default(),
+            deleting: report.map(|r| r.deleting.clone()).unwrap_or_default(),
+            collected: report.map(|r| r.collected.clone()).unwrap_or_default(),
+            info,
+        })
+    }
+
     pub fn agents(&self) -> Vec<AgentInfo> {
         self.snap
             .read()

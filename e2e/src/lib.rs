@@ -64,9 +64,16 @@ pub async fn engine_or_skip(test: &str) -> Option<Arc<Engine>> {
     Some(Arc::new(engine))
 }
 
-struct Running {
+pub struct Running {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
 }
 
 /// Host ports one test uses on the bridge address: OCP stand-in, then its sandboxes.
@@ -233,10 +240,19 @@ impl World {
     }
 
     async fn start_controller(&mut self) {
+        self.start_controller_at("127.0.0.1:0".parse().unwrap(), Default::default())
+            .await;
+    }
+
+    async fn start_controller_at(
+        &mut self,
+        listen: std::net::SocketAddr,
+        settings: sdp_controller::Settings,
+    ) {
         let config = sdp_controller::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen,
             data_dir: self.dir.path().join("controller"),
-            settings: Default::default(),
+            settings,
         };
         let bound = sdp_controller::bind(&config)
             .await
@@ -276,11 +292,111 @@ impl World {
         self.spawn_agent_with(role, self.agent_config(role));
     }
 
-    /// An agent that looks at its work every `period` (drift is found sooner).
+    /// An agent that looks at its work, and asks remotes for branch heads,
+    /// every `period` (drift is found sooner).
     pub fn spawn_watchful_agent(&mut self, role: &str, period: Duration) {
         let mut cfg = self.agent_config(role);
         cfg.poll_wait = period;
+        cfg.branch_check = period;
         self.spawn_agent_with(role, cfg);
+    }
+
+    /// What the controller knows of an agent, with what it cleaned up.
+    pub async fn agent_view(&self, role: &str) -> sdp_spec::wire::AgentView {
+        self.http
+            .get(format!(
+                "{}/v1/agents/{}",
+                self.controller_url,
+                self.agent_name(role)
+            ))
+            .send()
+            .await
+            .expect("agent request")
+            .json()
+            .await
+            .expect("agent body")
+    }
+
+    /// Pushes a new commit to a branch of a service repository (the greeting changes).
+    pub fn push_service_commit(&self, repo: &str, branch: &str, greeting: &str) -> String {
+        let work = self
+            .dir
+            .path()
+            .join(format!("push-{repo}-{}", greeting.len()));
+        let git = |args: &[&str], dir: &Path| -> String {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=e2e", "-c", "user.email=e2e@sdp.invalid"])
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("git runs");
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let url = self.git_dir.join(format!("{repo}.git"));
+        git(
+            &[
+                "clone",
+                "-q",
+                "-b",
+                branch,
+                url.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+            self.dir.path(),
+        );
+        let main_go = work.join("main.go");
+        let text = std::fs::read_to_string(&main_go).unwrap();
+        let start =
+            text.find("var greeting = \"").expect("greeting line") + "var greeting = \"".len();
+        let end = start + text[start..].find('"').unwrap();
+        std::fs::write(
+            &main_go,
+            format!("{}{greeting}{}", &text[..start], &text[end..]),
+        )
+        .unwrap();
+        git(&["commit", "-q", "-am", greeting], &work);
+        git(&["push", "-q", "origin", branch], &work);
+        git(&["rev-parse", "HEAD"], &work)
+    }
+
+    /// Starts the controller again on the address it had, over the same data.
+    pub async fn restart_controller(&mut self) {
+        self.stop_controller().await;
+        let addr: std::net::SocketAddr = self
+            .controller_url
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        self.start_controller_at(addr, Default::default()).await;
+    }
+
+    /// A second controller over the same data on another port, which agents
+    /// do not know: shows what the controller thinks without them.
+    pub async fn controller_view(&self, settings: sdp_controller::Settings) -> (String, Running) {
+        let config = sdp_controller::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: self.dir.path().join("controller"),
+            settings,
+        };
+        let bound = sdp_controller::bind(&config)
+            .await
+            .expect("controller binds");
+        let url = format!("http://{}", bound.local_addr());
+        let (tx, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            bound
+                .serve(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .expect("controller serves");
+        });
+        (url, Running { shutdown: tx, task })
     }
 
     fn spawn_agent_with(&mut self, role: &str, cfg: AgentConfig) {

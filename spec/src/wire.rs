@@ -411,6 +411,20 @@ pub struct AgentProgress {
     pub converged: bool,
 }
 
+/// One agent as the controller sees it, with what it cleaned up lately.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub info: AgentInfo,
+    /// Milliseconds since it was last heard from.
+    pub last_seen_age_ms: u64,
+    pub stale: bool,
+    /// Revision of the work it last reported on.
+    pub reported_revision: Option<u64>,
+    pub sandboxes: Vec<String>,
+    pub deleting: Vec<DeletionReport>,
+    pub collected: Vec<DriftEvent>,
+}
+
 /// Agents as the controller knows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
