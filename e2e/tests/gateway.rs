@@ -203,7 +203,7 @@ async fn refused_url_maps_leave_the_previous_gateway_serving() {
         ),
         (
             "feature/compound",
-            "key `eredar_url` is assigned more than once (lines 7, 13)",
+            "key `eredar_url` is changed with `.=` (at lines 7, 13)",
         ),
         (
             "feature/broken",

@@ -189,6 +189,10 @@ impl Lexer<'_> {
                     self.pos += 1;
                 }
                 self.push(TokKind::Ident, start);
+                if self.src[start..self.pos].eq_ignore_ascii_case(b"__halt_compiler") {
+                    self.halt();
+                    return Ok(());
+                }
             } else if c.is_ascii_digit() {
                 while self.pos < self.src.len()
                     && (self.src[self.pos].is_ascii_alphanumeric()
@@ -207,6 +211,26 @@ impl Lexer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// After `__halt_compiler();` the rest of the file is data, not code.
+    fn halt(&mut self) {
+        while self.pos < self.src.len()
+            && self.src[self.pos] != b';'
+            && !self.rest().starts_with(b"?>")
+        {
+            self.pos += 1;
+        }
+        if self.pos < self.src.len() {
+            let start = self.pos;
+            self.pos += if self.src[self.pos] == b';' { 1 } else { 2 };
+            self.push(TokKind::Punct, start);
+        }
+        if self.pos < self.src.len() {
+            let start = self.pos;
+            self.pos = self.src.len();
+            self.push(TokKind::InlineHtml, start);
+        }
     }
 
     fn ident_chars(&mut self) {
@@ -311,9 +335,7 @@ fn open_tag_len(r: &[u8]) -> Option<usize> {
     if r.starts_with(b"<?=") {
         return Some(3);
     }
-    if r.starts_with(b"<?") {
-        return Some(2);
-    }
+    // A bare `<?` is text: short_open_tag is off in PHP's defaults and Debian's.
     None
 }
 

@@ -10,12 +10,14 @@
 //!   computed is refused with the key, the line(s) and the reason.
 
 mod lexer;
+mod literal;
 mod reader;
 
 use std::collections::BTreeMap;
 
 pub use lexer::LexError;
-pub use reader::{Entry, Literal, Quote, Value, decode, encode};
+pub use literal::{decode, encode};
+pub use reader::{Entry, Literal, Quote, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
@@ -28,12 +30,21 @@ pub enum MapError {
     )]
     Duplicate { key: String, lines: String },
     #[error(
-        "key `{key}` at line {line} is changed with `{op}`; SDP cannot patch a value built over several statements"
+        "key `{key}` is changed with `{op}` (at {lines}); SDP cannot patch a value built over several statements"
     )]
     Compound {
         key: String,
-        line: usize,
+        lines: String,
         op: String,
+    },
+    #[error(
+        "key `{key}` is overwritten by a computed assignment to {whole} at line {line} ({reason}); SDP cannot tell what it ends up as"
+    )]
+    Overwritten {
+        key: String,
+        whole: String,
+        line: usize,
+        reason: String,
     },
     #[error(
         "key `{key}` at line {line} is computed, not a literal ({reason}); make it a plain string to let SDP route it"
@@ -65,30 +76,74 @@ impl UrlMap {
 
     /// The one assignment of `key`, if it is a literal or an env fallback.
     pub fn entry(&self, key: &str) -> Result<&Entry, MapError> {
-        let found: Vec<&Entry> = self.entries.iter().filter(|e| e.key == key).collect();
-        let key = key.to_string();
+        let found: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.key == key && !key.is_empty())
+            .collect();
+        let key_s = key.to_string();
+        let lines = |es: &[&Entry]| {
+            es.iter()
+                .map(|e| e.line.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // A computed value given to a parent (or the whole variable) decides
+        // what this key ends up as, whatever the literal says.
+        let overwritten = self.entries.iter().find(|a| {
+            let is_parent = a.key.is_empty() || key.starts_with(&format!("{}.", a.key));
+            let same_root = found.is_empty() || found.iter().any(|f| f.root == a.root);
+            is_parent
+                && a.key != key
+                && same_root
+                && !matches!(a.value, Value::Literal(_) | Value::EnvFallback { .. })
+                && a.root.starts_with('$')
+        });
+        if let Some(a) = overwritten
+            && !found.is_empty()
+        {
+            let whole = if a.key.is_empty() {
+                format!("all of {}", a.root)
+            } else {
+                format!("{}['{}']", a.root, a.key.replace('.', "']['"))
+            };
+            let reason = match &a.value {
+                Value::Computed { reason } => reason.clone(),
+                _ => String::new(),
+            };
+            return Err(MapError::Overwritten {
+                key: key_s,
+                whole,
+                line: a.line,
+                reason,
+            });
+        }
+        if let Some(c) = found.iter().find(|e| e.op != "=") {
+            let at = if found.len() == 1 {
+                format!("line {}", found[0].line)
+            } else {
+                format!("lines {}", lines(&found))
+            };
+            return Err(MapError::Compound {
+                key: key_s,
+                lines: at,
+                op: c.op.clone(),
+            });
+        }
         match found.as_slice() {
-            [] => Err(MapError::Missing { key }),
+            [] => Err(MapError::Missing { key: key_s }),
             [one] => match &one.value {
-                _ if one.op != "=" => Err(MapError::Compound {
-                    key,
-                    line: one.line,
-                    op: one.op.clone(),
-                }),
                 Value::Computed { reason } => Err(MapError::Computed {
-                    key,
+                    key: key_s,
                     line: one.line,
                     reason: reason.clone(),
                 }),
                 _ => Ok(one),
             },
-            many => {
-                let lines: Vec<String> = many.iter().map(|e| e.line.to_string()).collect();
-                Err(MapError::Duplicate {
-                    key,
-                    lines: lines.join(", "),
-                })
-            }
+            many => Err(MapError::Duplicate {
+                key: key_s,
+                lines: lines(many),
+            }),
         }
     }
 

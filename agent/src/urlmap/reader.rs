@@ -1,12 +1,19 @@
 //! Finds URL map entries in PHP source, on tokens: `$config['key'] = '...'`
-//! (any variable, nested `['a']['b']` keys), keys of returned or assigned
-//! arrays (`'key' => '...'`, `array(...)`, nested into dotted keys),
-//! `define('KEY', '...')` and `const KEY = '...'`. Each entry says whether its
-//! value is a plain literal (patchable), an environment fallback, or computed.
+//! (any variable, nested `['a']['b']` keys), arrays assigned to a variable or
+//! returned (`'key' => '...'`, `array(...)`, nested into dotted keys,
+//! positional items by index), `define('KEY', '...')` and `const KEY = '...'`.
+//! Each entry says whether its value is a plain literal (patchable), an
+//! environment fallback, or computed. Function and class bodies are not
+//! configuration and are skipped.
 
 use std::ops::Range;
 
-use super::lexer::{LexError, TokKind, Token, line_of, tokenize};
+use super::lexer::{LexError, TokKind, Token, tokenize};
+use super::literal::decode;
+
+/// Deeper arrays than this are not read (and so not routable): a URL map is
+/// never that deep, and recursion must stay bounded.
+const MAX_DEPTH: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quote {
@@ -40,7 +47,10 @@ pub enum Value {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Dotted path: `eredar_url`, `services.eredar.url`.
+    /// What the key lives in: a variable (`$config`), `return`, `define`, `const`.
+    pub root: String,
+    /// Dotted path: `eredar_url`, `services.eredar.url`; empty when the
+    /// whole variable is assigned.
     pub key: String,
     pub line: usize,
     /// `=` or a compound operator such as `.=`.
@@ -51,9 +61,16 @@ pub struct Entry {
 pub fn read(src: &[u8]) -> Result<Vec<Entry>, LexError> {
     let tokens = tokenize(src)?;
     let sig: Vec<Token> = tokens.into_iter().filter(|t| !t.is_trivia()).collect();
+    let newlines = src
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
     let mut r = Reader {
         src,
         sig,
+        newlines,
         entries: Vec::new(),
     };
     r.statements();
@@ -63,6 +80,8 @@ pub fn read(src: &[u8]) -> Result<Vec<Entry>, LexError> {
 struct Reader<'a> {
     src: &'a [u8],
     sig: Vec<Token>,
+    /// Offsets of every `\n`, for line numbers in O(log n).
+    newlines: Vec<usize>,
     entries: Vec<Entry>,
 }
 
@@ -77,9 +96,13 @@ impl Reader<'_> {
         self.sig.get(i).is_some_and(|t| t.kind == TokKind::Punct) && self.text(i) == p.as_bytes()
     }
 
+    /// A name, with or without a leading `\` (`\define` is `define`).
     fn is_ident(&self, i: usize, name: &str) -> bool {
-        self.sig.get(i).is_some_and(|t| t.kind == TokKind::Ident)
-            && self.text(i).eq_ignore_ascii_case(name.as_bytes())
+        self.sig.get(i).is_some_and(|t| t.kind == TokKind::Ident) && {
+            let t = self.text(i);
+            let t = t.strip_prefix(b"\\").unwrap_or(t);
+            t.eq_ignore_ascii_case(name.as_bytes())
+        }
     }
 
     /// A plain (non-interpolated) string token, decoded.
@@ -100,55 +123,147 @@ impl Reader<'_> {
         })
     }
 
+    /// An array key: a plain string, or an integer.
+    fn key_at(&self, i: usize) -> Option<String> {
+        if let Some(l) = self.literal(i) {
+            return Some(l.value);
+        }
+        let t = self.sig.get(i)?;
+        let text = std::str::from_utf8(self.text(i)).ok()?;
+        (t.kind == TokKind::Number && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.to_string())
+    }
+
     fn line(&self, i: usize) -> usize {
-        self.sig
-            .get(i)
-            .map_or(1, |t| line_of(self.src, t.span.start))
+        let offset = match self.sig.get(i).or(self.sig.last()) {
+            Some(t) => t.span.start,
+            None => return 1,
+        };
+        self.newlines.partition_point(|&n| n < offset) + 1
+    }
+
+    fn push(&mut self, root: &str, path: &[String], at: usize, op: &str, value: Value) {
+        self.entries.push(Entry {
+            root: root.to_string(),
+            key: path.join("."),
+            line: self.line(at),
+            op: op.into(),
+            value,
+        });
     }
 
     fn statements(&mut self) {
         let mut i = 0;
         while i < self.sig.len() {
-            if let Some(next) = self.assignment(i) {
+            if self.is_ident(i, "function") || self.is_ident(i, "fn") {
+                i = self.skip_function(i);
+            } else if ["class", "interface", "trait", "enum"]
+                .iter()
+                .any(|k| self.is_ident(i, k))
+                && self
+                    .sig
+                    .get(i + 1)
+                    .is_some_and(|t| t.kind == TokKind::Ident)
+            {
+                i = self.skip_block_after(i);
+            } else if let Some(next) = self.assignment(i) {
                 i = next;
             } else if self.is_ident(i, "return") {
-                i = self.value(i + 1, Some(Vec::new()));
+                self.value(i + 1, "return", Some(Vec::new()), 0);
+                i += 1;
             } else if self.is_ident(i, "define")
                 && self.is_punct(i + 1, "(")
                 && self.is_punct(i + 3, ",")
             {
                 match self.literal(i + 2) {
-                    Some(name) => i = self.value(i + 4, Some(vec![name.value])),
+                    Some(name) => i = self.value(i + 4, "define", Some(vec![name.value]), 0),
                     None => i += 1,
                 }
-            } else if self.is_ident(i, "const")
-                && self
-                    .sig
-                    .get(i + 1)
-                    .is_some_and(|t| t.kind == TokKind::Ident)
-                && self.is_punct(i + 2, "=")
-            {
-                let name = String::from_utf8_lossy(self.text(i + 1)).into_owned();
-                i = self.value(i + 3, Some(vec![name]));
+            } else if self.is_ident(i, "const") {
+                i = self.consts(i + 1);
             } else {
                 i += 1;
             }
         }
     }
 
-    /// `$var['a']['b'] <op> value`: returns the index after it, if it is one.
+    /// `const A = ..., B = ...;`
+    fn consts(&mut self, mut i: usize) -> usize {
+        while self.sig.get(i).is_some_and(|t| t.kind == TokKind::Ident) && self.is_punct(i + 1, "=")
+        {
+            let name = String::from_utf8_lossy(self.text(i)).into_owned();
+            i = self.value(i + 2, "const", Some(vec![name]), 0);
+            if !self.is_punct(i, ",") {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
+    /// Index after a function's body (or, for `fn`, after its expression).
+    fn skip_function(&self, i: usize) -> usize {
+        if self.is_ident(i, "fn") {
+            let arrow = (i..self.sig.len())
+                .find(|&k| self.is_punct(k, "=>"))
+                .unwrap_or(self.sig.len());
+            return self.skip_to_terminator(arrow + 1);
+        }
+        self.skip_block_after(i)
+    }
+
+    /// Index after the `{ ... }` block that follows `i` (the statement's own
+    /// block: a `;` first means there is none, as in an abstract method).
+    fn skip_block_after(&self, i: usize) -> usize {
+        let mut k = i + 1;
+        let mut parens = 0usize;
+        while k < self.sig.len() {
+            if self.is_punct(k, "(") {
+                parens += 1;
+            } else if self.is_punct(k, ")") {
+                parens = parens.saturating_sub(1);
+            } else if parens == 0 && self.is_punct(k, ";") {
+                return k + 1;
+            } else if parens == 0 && self.is_punct(k, "{") {
+                return self.matching(k, "{", "}") + 1;
+            }
+            k += 1;
+        }
+        k
+    }
+
+    /// Index of the token closing the bracket opened at `open`.
+    fn matching(&self, open: usize, o: &str, c: &str) -> usize {
+        let mut depth = 0usize;
+        for k in open..self.sig.len() {
+            if self.is_punct(k, o) {
+                depth += 1;
+            } else if self.is_punct(k, c) {
+                depth -= 1;
+                if depth == 0 {
+                    return k;
+                }
+            }
+        }
+        self.sig.len()
+    }
+
+    /// `$var['a']['b'] <op> value`, or `$var = value`: returns the index right
+    /// after the operator (the value is scanned on, so chained assignments
+    /// inside it are found too), if it is one.
     fn assignment(&mut self, i: usize) -> Option<usize> {
         if self.sig.get(i)?.kind != TokKind::Variable {
             return None;
         }
+        let root = String::from_utf8_lossy(self.text(i)).into_owned();
         let mut path = Vec::new();
         let mut j = i + 1;
         while self.is_punct(j, "[") && self.is_punct(j + 2, "]") {
-            path.push(self.literal(j + 1)?.value);
+            path.push(self.key_at(j + 1)?);
             j += 3;
         }
-        if path.is_empty() {
-            return None;
+        if self.is_punct(j, "[") {
+            return None; // a computed or appended (`[]`) key: not a map entry
         }
         let op_tok = self.sig.get(j)?;
         let op = std::str::from_utf8(self.text(j)).ok()?.to_string();
@@ -162,26 +277,45 @@ impl Reader<'_> {
             return None;
         }
         if op == "=" {
-            return Some(self.value(j + 1, Some(path)));
+            let is_array = self.is_punct(j + 1, "[")
+                || (self.is_ident(j + 1, "array") && self.is_punct(j + 2, "("));
+            if path.is_empty() && is_array {
+                self.value(j + 1, &root, Some(Vec::new()), 0);
+            } else if path.is_empty() {
+                // The whole variable gets a computed value: every key in it
+                // is beyond SDP's reach.
+                let end = self.skip_to_terminator(j + 1);
+                let value = self.classify(j + 1, end);
+                self.push(&root, &[], i, "=", value);
+            } else {
+                let end = self.skip_to_terminator(j + 1);
+                if is_array {
+                    self.value(j + 1, &root, Some(path), 0);
+                } else {
+                    let value = self.classify(j + 1, end);
+                    self.push(&root, &path, i, "=", value);
+                }
+            }
+            return Some(j + 1);
         }
-        let line = self.line(i);
-        let end = self.value(j + 1, None);
-        self.entries.push(Entry {
-            key: path.join("."),
-            line,
-            op,
-            value: Value::Computed {
+        let line_at = i;
+        self.push(
+            &root,
+            &path,
+            line_at,
+            &op,
+            Value::Computed {
                 reason: "compound assignment".into(),
             },
-        });
-        Some(end)
+        );
+        Some(j + 1)
     }
 
-    /// Reads one value starting at `i`, recording it (and array members
-    /// under it) when `path` is given. Returns the index of the terminator.
-    fn value(&mut self, i: usize, path: Option<Vec<String>>) -> usize {
+    /// Reads one value starting at `i`, recording it (and array members under
+    /// it) when `path` is given. Returns the index of the terminator.
+    fn value(&mut self, i: usize, root: &str, path: Option<Vec<String>>, depth: usize) -> usize {
         if self.is_punct(i, "[") || (self.is_ident(i, "array") && self.is_punct(i + 1, "(")) {
-            let end = self.array(i, path);
+            let end = self.array(i, root, path, depth + 1);
             return self.skip_to_terminator(end);
         }
         let end = self.skip_to_terminator(i);
@@ -189,23 +323,23 @@ impl Reader<'_> {
             && !path.is_empty()
         {
             let value = self.classify(i, end);
-            self.entries.push(Entry {
-                key: path.join("."),
-                line: self.line(i),
-                op: "=".into(),
-                value,
-            });
+            let at = i.saturating_sub(1);
+            self.push(root, &path, at, "=", value);
         }
         end
     }
 
     /// `[ ... ]` or `array( ... )` at `i`; returns the index after the close.
-    fn array(&mut self, i: usize, path: Option<Vec<String>>) -> usize {
-        let (close, mut j) = if self.is_punct(i, "[") {
-            ("]", i + 1)
+    fn array(&mut self, i: usize, root: &str, path: Option<Vec<String>>, depth: usize) -> usize {
+        let (open, close, mut j) = if self.is_punct(i, "[") {
+            ("[", "]", i + 1)
         } else {
-            (")", i + 2)
+            ("(", ")", i + 2)
         };
+        if depth > MAX_DEPTH {
+            return self.matching(if open == "[" { i } else { i + 1 }, open, close) + 1;
+        }
+        let mut next_index: u64 = 0;
         loop {
             if j >= self.sig.len() {
                 return j;
@@ -213,24 +347,36 @@ impl Reader<'_> {
             if self.is_punct(j, close) {
                 return j + 1;
             }
-            let item_path = match (&path, self.literal(j)) {
-                (Some(p), Some(key)) if self.is_punct(j + 1, "=>") => {
-                    j += 2;
-                    let mut p = p.clone();
-                    p.push(key.value);
-                    Some(p)
-                }
-                _ => {
-                    // Positional item, or a key that is not a plain string.
-                    if let Some(arrow) =
-                        (j..self.skip_to_terminator(j)).find(|&k| self.is_punct(k, "=>"))
-                    {
-                        j = arrow + 1;
+            let item_end = self.skip_to_terminator(j);
+            let arrow = self.arrow_at_depth0(j, item_end);
+            let (segment, value_at) = match arrow {
+                Some(k) if k == j + 1 => match self.key_at(j) {
+                    Some(key) => {
+                        if let Ok(n) = key.parse::<u64>() {
+                            next_index = next_index.max(n.saturating_add(1));
+                        }
+                        (Some(key), k + 1)
                     }
-                    None
+                    None => (None, k + 1),
+                },
+                Some(k) => (None, k + 1), // a computed key
+                None if self.is_punct(j, "...") => (None, j + 1),
+                None => {
+                    let n = next_index;
+                    next_index += 1;
+                    (Some(n.to_string()), j)
                 }
             };
-            j = self.value(j, item_path);
+            let item_path = match (&path, segment) {
+                (Some(p), Some(seg)) => {
+                    let mut p = p.clone();
+                    p.push(seg);
+                    Some(p)
+                }
+                _ => None,
+            };
+            let key_at = j;
+            j = self.value_with_line(value_at, root, item_path, depth, key_at);
             if self.is_punct(j, ",") {
                 j += 1;
             } else if !self.is_punct(j, close) {
@@ -238,6 +384,43 @@ impl Reader<'_> {
                 j += 1;
             }
         }
+    }
+
+    /// Like `value`, but the entry's line is the item's (its key's) line.
+    fn value_with_line(
+        &mut self,
+        i: usize,
+        root: &str,
+        path: Option<Vec<String>>,
+        depth: usize,
+        line_at: usize,
+    ) -> usize {
+        let before = self.entries.len();
+        let end = self.value(i, root, path, depth);
+        if self.entries.len() == before + 1 {
+            let line = self.line(line_at);
+            if let Some(e) = self.entries.last_mut() {
+                e.line = line;
+            }
+        }
+        end
+    }
+
+    /// The `=>` of an array item, if it is at the item's own level.
+    fn arrow_at_depth0(&self, from: usize, to: usize) -> Option<usize> {
+        let mut depth = 0usize;
+        for k in from..to {
+            if self.sig[k].kind != TokKind::Punct {
+                continue;
+            }
+            match self.text(k) {
+                b"(" | b"[" | b"{" => depth += 1,
+                b")" | b"]" | b"}" => depth = depth.saturating_sub(1),
+                b"=>" if depth == 0 => return Some(k),
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Index of the first `;` `,` `)` `]` `}` or `?>` at nesting depth 0.
@@ -268,7 +451,12 @@ impl Reader<'_> {
 
     /// What the tokens `start..end` are, as far as patching is concerned.
     fn classify(&self, start: usize, end: usize) -> Value {
-        let n = end - start;
+        let n = end.saturating_sub(start);
+        if n == 0 {
+            return Value::Computed {
+                reason: "it has no value".into(),
+            };
+        }
         if n == 1 {
             if let Some(lit) = self.literal(start) {
                 return Value::Literal(lit);
@@ -300,154 +488,34 @@ impl Reader<'_> {
                 default,
             };
         }
-        // getenv('VAR') ?: 'default'  (also `??`)
-        if self.is_ident(start, "getenv")
+        // getenv('VAR') ?: 'default' (getenv gives false, never null: `??` would not fall back)
+        if n == 7
+            && self.is_ident(start, "getenv")
             && self.is_punct(start + 1, "(")
             && self.is_punct(start + 3, ")")
-            && let Some(var) = self.literal(start + 2)
+            && self.is_punct(start + 4, "?")
+            && self.is_punct(start + 5, ":")
+            && let (Some(var), Some(default)) = (self.literal(start + 2), self.literal(start + 6))
         {
-            let fallback_at =
-                if n == 7 && self.is_punct(start + 4, "?") && self.is_punct(start + 5, ":") {
-                    Some(start + 6)
-                } else if n == 6 && self.is_punct(start + 4, "??") {
-                    Some(start + 5)
-                } else {
-                    None
-                };
-            if let Some(default) = fallback_at.and_then(|k| self.literal(k)) {
-                return Value::EnvFallback {
-                    var: var.value,
-                    default,
-                };
-            }
+            return Value::EnvFallback {
+                var: var.value,
+                default,
+            };
         }
         let reason = if (start..end).any(|k| self.is_punct(k, ".")) {
             "it is a concatenation".to_string()
         } else if let Some(k) =
             (start..end).find(|&k| self.sig[k].kind == TokKind::Ident && self.is_punct(k + 1, "("))
         {
-            format!("it calls {}()", String::from_utf8_lossy(self.text(k)))
+            format!(
+                "it calls {}()",
+                String::from_utf8_lossy(self.text(k)).trim_start_matches('\\')
+            )
         } else if (start..end).any(|k| self.sig[k].kind == TokKind::Variable) {
             "it uses a variable".to_string()
         } else {
             "it is an expression".to_string()
         };
         Value::Computed { reason }
-    }
-}
-
-/// The value PHP gives a string literal's body.
-pub fn decode(raw: &[u8], quote: Quote) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let c = raw[i];
-        if c != b'\\' || i + 1 >= raw.len() {
-            out.push(c);
-            i += 1;
-            continue;
-        }
-        let n = raw[i + 1];
-        match (quote, n) {
-            (Quote::Single, b'\\' | b'\'') => {
-                out.push(n);
-                i += 2;
-            }
-            (Quote::Single, _) => {
-                out.push(c);
-                i += 1;
-            }
-            (Quote::Double, _) => {
-                let (bytes, used) = double_escape(&raw[i + 1..]);
-                out.extend_from_slice(&bytes);
-                i += 1 + used;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One escape after a backslash in a double-quoted string: (bytes, consumed).
-fn double_escape(r: &[u8]) -> (Vec<u8>, usize) {
-    let simple = |b: u8| (vec![b], 1);
-    match r[0] {
-        b'n' => simple(b'\n'),
-        b't' => simple(b'\t'),
-        b'r' => simple(b'\r'),
-        b'v' => simple(0x0b),
-        b'e' => simple(0x1b),
-        b'f' => simple(0x0c),
-        b'\\' | b'$' | b'"' => simple(r[0]),
-        b'0'..=b'7' => {
-            let len = r
-                .iter()
-                .take(3)
-                .take_while(|b| (b'0'..=b'7').contains(b))
-                .count();
-            let v =
-                u32::from_str_radix(std::str::from_utf8(&r[..len]).unwrap_or("0"), 8).unwrap_or(0);
-            (vec![(v & 0xff) as u8], len)
-        }
-        b'x' => {
-            let len = r[1..]
-                .iter()
-                .take(2)
-                .take_while(|b| b.is_ascii_hexdigit())
-                .count();
-            if len == 0 {
-                return (vec![b'\\', b'x'], 1);
-            }
-            let v = u8::from_str_radix(std::str::from_utf8(&r[1..1 + len]).unwrap_or("0"), 16)
-                .unwrap_or(0);
-            (vec![v], 1 + len)
-        }
-        b'u' if r.get(1) == Some(&b'{') => match r.iter().position(|&b| b == b'}') {
-            Some(close) => {
-                let hex = std::str::from_utf8(&r[2..close]).unwrap_or("");
-                match u32::from_str_radix(hex, 16).ok().and_then(char::from_u32) {
-                    Some(ch) => (ch.to_string().into_bytes(), close + 1),
-                    None => (vec![b'\\', b'u'], 1),
-                }
-            }
-            None => (vec![b'\\', b'u'], 1),
-        },
-        other => (vec![b'\\', other], 1),
-    }
-}
-
-/// A literal for `value` in the given quoting, escaped so PHP reads exactly
-/// `value` back (a `$` in double quotes never becomes interpolation).
-pub fn encode(value: &str, quote: Quote) -> String {
-    match quote {
-        Quote::Single => {
-            let mut s = String::from("'");
-            for ch in value.chars() {
-                if ch == '\\' || ch == '\'' {
-                    s.push('\\');
-                }
-                s.push(ch);
-            }
-            s.push('\'');
-            s
-        }
-        Quote::Double => {
-            let mut s = String::from("\"");
-            for ch in value.chars() {
-                match ch {
-                    '\\' => s.push_str("\\\\"),
-                    '"' => s.push_str("\\\""),
-                    '$' => s.push_str("\\$"),
-                    '\n' => s.push_str("\\n"),
-                    '\t' => s.push_str("\\t"),
-                    '\r' => s.push_str("\\r"),
-                    c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                        s.push_str(&format!("\\x{:02x}", c as u32))
-                    }
-                    c => s.push(c),
-                }
-            }
-            s.push('"');
-            s
-        }
     }
 }

@@ -53,11 +53,11 @@ fn c03_refuses_keys_assigned_twice_or_compound() {
     let err = map.entry("base_url").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "key `base_url` is assigned more than once (lines 6, 7, 9); SDP patches only a key assigned exactly once"
+        "key `base_url` is changed with `.=` (at lines 6, 7, 9); SDP cannot patch a value built over several statements"
     );
     let err = patch(C03, &edits(&[("eredar_url", "x"), ("base_url", "y")])).unwrap_err();
     assert!(
-        matches!(err, MapError::Duplicate { .. }),
+        matches!(err, MapError::Compound { .. }),
         "one bad key refuses the whole patch"
     );
     let src = b"<?php\n$config['a'] = 'x';\n";
@@ -69,7 +69,7 @@ fn c03_refuses_keys_assigned_twice_or_compound() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "key `a` at line 2 is changed with `.=`; SDP cannot patch a value built over several statements"
+        "key `a` is changed with `.=` (at line 2); SDP cannot patch a value built over several statements"
     );
     assert_eq!(
         UrlMap::parse(C03)
@@ -240,4 +240,156 @@ fn computed_values_say_what_they_are() {
     assert_eq!(reason("d"), "it interpolates a variable");
     assert_eq!(reason("e"), "`42` is not a string");
     assert_eq!(reason("f"), "it is a heredoc, nowdoc or shell string");
+}
+
+mod review_cases {
+    //! Inputs found by a review against PHP 8.2 (`php -r 'var_dump(include ...)'`).
+    use super::*;
+
+    fn value(src: &str, key: &str) -> Result<String, MapError> {
+        UrlMap::parse(src.as_bytes()).unwrap().value(key)
+    }
+
+    #[test]
+    fn positional_items_are_indexed_and_never_end_the_parent_early() {
+        let src = "<?php\nreturn ['eredar' => [['w' => 1], 'url' => 'http://a/'], 'url' => 'http://b/'];\n";
+        assert_eq!(value(src, "url").unwrap(), "http://b/");
+        assert_eq!(value(src, "eredar.url").unwrap(), "http://a/");
+        let out = patch(src.as_bytes(), &edits(&[("url", "http://n/")])).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("'url' => 'http://a/'], 'url' => 'http://n/'")
+        );
+        let src = "<?php\nreturn ['routes' => [['url' => 'http://a/'], ['url' => 'http://c/']], 'hosts' => array(array('name' => 'x')), 'eredar_url' => 'http://e/'];\n";
+        assert_eq!(value(src, "routes.0.url").unwrap(), "http://a/");
+        assert_eq!(value(src, "routes.1.url").unwrap(), "http://c/");
+        assert!(matches!(
+            value(src, "routes.url"),
+            Err(MapError::Missing { .. })
+        ));
+        assert_eq!(value(src, "eredar_url").unwrap(), "http://e/");
+        let src = "<?php\nreturn [5 => 'five', 'next', 'k' => ['x', 'y']];\n";
+        assert_eq!(value(src, "5").unwrap(), "five");
+        assert_eq!(value(src, "6").unwrap(), "next");
+        assert_eq!(value(src, "k.1").unwrap(), "y");
+    }
+
+    #[test]
+    fn getenv_with_null_coalescing_is_not_a_fallback() {
+        let err = value("<?php\n$config['a'] = getenv('V') ?? 'x';\n", "a").unwrap_err();
+        assert!(matches!(err, MapError::Computed { .. }), "{err}");
+        let map =
+            UrlMap::parse(b"<?php\n$config['a'] = \\getenv('V') ?: 'x';\n\\define('K', 'v');\n")
+                .unwrap();
+        assert_eq!(map.env_override("a"), Some("V"));
+        assert_eq!(map.value("K").unwrap(), "v");
+    }
+
+    #[test]
+    fn later_computed_writes_to_a_parent_are_seen() {
+        let err = value("<?php\n$config['eredar']['url'] = 'http://a/';\n$config['eredar'] = array_merge($config['eredar'], ['url' => 'http://b/']);\n", "eredar.url").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key `eredar.url` is overwritten by a computed assignment to $config['eredar'] at line 3 (it calls array_merge()); SDP cannot tell what it ends up as"
+        );
+        let err = value("<?php\n$config['eredar_url'] = 'http://a/';\n$config = array_merge($config, ['eredar_url' => 'http://b/']);\n", "eredar_url").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("computed assignment to all of $config at line 3"),
+            "{err}"
+        );
+        // A literal array assigned to the whole variable is read like a returned one.
+        assert_eq!(
+            value(
+                "<?php\n$config = ['eredar_url' => 'http://e/'];\n",
+                "eredar_url"
+            )
+            .unwrap(),
+            "http://e/"
+        );
+        // Chained assignments are seen (and here make the key ambiguous).
+        let err = value(
+            "<?php\n$config['a'] = 'x';\n$config['b'] = $config['a'] = 'y';\n",
+            "a",
+        )
+        .unwrap_err();
+        assert!(matches!(err, MapError::Duplicate { .. }), "{err}");
+    }
+
+    #[test]
+    fn code_that_is_not_configuration_is_skipped() {
+        let src = "<?php\nfunction h() { return ['eredar_url' => 'http://h/']; }\n$f = function () { $config['eredar_url'] = 'http://c/'; };\n$g = fn() => ['eredar_url' => 'http://g/'];\nclass C { private $config = ['eredar_url' => 'http://p/']; }\n$config['eredar_url'] = 'http://real/';\n";
+        assert_eq!(value(src, "eredar_url").unwrap(), "http://real/");
+        let src = "<?php\n$config['eredar_url'] = 'http://real/';\n__halt_compiler();\n$config['eredar_url'] = 'http://data/';\n";
+        assert_eq!(value(src, "eredar_url").unwrap(), "http://real/");
+        let src = "<p>Don<?'t</p>\n<? $config['eredar_url'] = 'short-tag'; ?>\n<?php\n$config['eredar_url'] = 'http://a/';\n";
+        assert_eq!(
+            value(src, "eredar_url").unwrap(),
+            "http://a/",
+            "a bare <? is text"
+        );
+    }
+
+    #[test]
+    fn more_forms_and_better_lines() {
+        let map = UrlMap::parse(
+            b"<?php\nconst A_URL = 'http://a/', B_URL = 'http://b/';\n$config['k']\n    = 'v';\n",
+        )
+        .unwrap();
+        assert_eq!(map.value("B_URL").unwrap(), "http://b/");
+        assert_eq!(map.entry("k").unwrap().line, 3, "the statement's line");
+        let err = value("<?php\n$config['k'] = 'a';\n$config['k'] .= 'b';\n", "k").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("changed with `.=` (at lines 2, 3)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn restoring_gives_the_same_bytes_for_unusual_literals() {
+        for src in [
+            "<?php\n$config['k'] = \"http://a/$\";\n",
+            "<?php\n$config['k'] = 'http://k/\\d+';\n",
+            "<?php\n$config['k'] = 'a-z 0-9~%.:_\\-';\n",
+            "<?php\n$config['k'] = \"tab\there\";\n",
+        ] {
+            let old = value(src, "k").unwrap();
+            let out = patch(src.as_bytes(), &edits(&[("k", "http://new/")])).unwrap();
+            assert_eq!(
+                patch(&out, &edits(&[("k", &old)])).unwrap(),
+                src.as_bytes(),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() {
+        let depth = 5000;
+        let src = format!(
+            "<?php\nreturn {}'x'{};\n$config['eredar_url'] = 'http://e/';\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let map = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || UrlMap::parse(src.as_bytes()).map(|m| m.value("eredar_url")))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(map.unwrap().unwrap(), "http://e/");
+    }
+
+    #[test]
+    fn large_files_are_read_whole() {
+        let mut src = String::from("<?php\n");
+        for i in 0..20_000 {
+            src.push_str(&format!("$config['k{i}_url'] = 'http://k{i}/';\n"));
+        }
+        let map = UrlMap::parse(src.as_bytes()).unwrap();
+        assert_eq!(map.value("k19999_url").unwrap(), "http://k19999/");
+        assert_eq!(map.entry("k19999_url").unwrap().line, 20_001);
+    }
 }
