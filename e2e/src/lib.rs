@@ -39,6 +39,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `sdp-agent` binary of this build (built if missing).
+pub fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("sdp-agent");
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "sdp-agent", "--bin", "sdp-agent"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building sdp-agent failed");
+    }
+    assert!(bin.exists(), "no sdp-agent binary at {}", bin.display());
+    bin
+}
+
 /// The Docker engine, or `None` when the runner asked to skip Docker tests.
 /// Without Docker and without that request, the test fails and says why.
 pub async fn engine_or_skip(test: &str) -> Option<Arc<Engine>> {
