@@ -172,7 +172,49 @@ fn env_diff(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>, out:
     }
 }
 
-fn service_diff(o: &ServiceWork, n: &ServiceWork) -> Vec<String> {
+/// What services and gateways have alike.
+struct Common<'a> {
+    repo: &'a str,
+    branch: &'a str,
+    image: &'a str,
+    command: &'a Option<Vec<String>>,
+    env: &'a BTreeMap<String, String>,
+    mount: &'a str,
+    container_port: u16,
+    host_port: u16,
+}
+
+impl<'a> From<&'a ServiceWork> for Common<'a> {
+    fn from(w: &'a ServiceWork) -> Self {
+        Self {
+            repo: &w.repo,
+            branch: &w.branch,
+            image: &w.image,
+            command: &w.command,
+            env: &w.env,
+            mount: &w.mount,
+            container_port: w.container_port,
+            host_port: w.host_port,
+        }
+    }
+}
+
+impl<'a> From<&'a GatewayWork> for Common<'a> {
+    fn from(w: &'a GatewayWork) -> Self {
+        Self {
+            repo: &w.repo,
+            branch: &w.branch,
+            image: &w.image,
+            command: &w.command,
+            env: &w.env,
+            mount: &w.mount,
+            container_port: w.container_port,
+            host_port: w.host_port,
+        }
+    }
+}
+
+fn common_diff(o: Common<'_>, n: Common<'_>) -> Vec<String> {
     let mut out = Vec::new();
     if o.repo != n.repo {
         out.push("repository changed".into());
@@ -187,10 +229,7 @@ fn service_diff(o: &ServiceWork, n: &ServiceWork) -> Vec<String> {
     if o.command != n.command {
         out.push("command changed".into());
     }
-    if o.build != n.build {
-        out.push("build command changed".into());
-    }
-    env_diff(&o.env, &n.env, &mut out);
+    env_diff(o.env, n.env, &mut out);
     field("mount", &o.mount, &n.mount, &mut out);
     field(
         "container port",
@@ -199,6 +238,20 @@ fn service_diff(o: &ServiceWork, n: &ServiceWork) -> Vec<String> {
         &mut out,
     );
     field("host port", &o.host_port, &n.host_port, &mut out);
+    out
+}
+
+fn service_diff(o: &ServiceWork, n: &ServiceWork) -> Vec<String> {
+    let mut out = common_diff(o.into(), n.into());
+    if o.build != n.build {
+        out.push("build command changed".into());
+    }
+    if o.commit != n.commit {
+        out.push(match &n.commit {
+            Some(c) => format!("pinned to commit {c}"),
+            None => "follows the branch head again".into(),
+        });
+    }
     if o.health != n.health {
         out.push("health check changed (no container change)".into());
     }
@@ -206,29 +259,7 @@ fn service_diff(o: &ServiceWork, n: &ServiceWork) -> Vec<String> {
 }
 
 fn gateway_diff(o: &GatewayWork, n: &GatewayWork) -> Vec<String> {
-    let mut out = Vec::new();
-    if o.repo != n.repo {
-        out.push("repository changed".into());
-    }
-    if o.branch != n.branch {
-        out.push(format!(
-            "branch {} -> {} (its head commit is deployed)",
-            o.branch, n.branch
-        ));
-    }
-    field("image", &o.image, &n.image, &mut out);
-    if o.command != n.command {
-        out.push("command changed".into());
-    }
-    env_diff(&o.env, &n.env, &mut out);
-    field("mount", &o.mount, &n.mount, &mut out);
-    field(
-        "container port",
-        &o.container_port,
-        &n.container_port,
-        &mut out,
-    );
-    field("host port", &o.host_port, &n.host_port, &mut out);
+    let mut out = common_diff(o.into(), n.into());
     field("config file", &o.config_file, &n.config_file, &mut out);
     if o.routes_via_env != n.routes_via_env {
         out.push(format!(

@@ -39,6 +39,36 @@ fn eredar(st: &SandboxStatus) -> &sdp_spec::wire::UnitReport {
         .expect("eredar unit")
 }
 
+/// A container made by hand, as a person with the docker CLI would.
+fn by_hand(w: &World, name: &str, host_port: u16, labels: &[(&str, String)]) -> ContainerSpec {
+    ContainerSpec {
+        name: name.to_string(),
+        image: RUNTIME_IMAGE.into(),
+        cmd: Some(vec!["sleep".into(), "600".into()]),
+        env: vec![],
+        binds: vec![],
+        container_port: 8080,
+        host_ip: w.address.clone(),
+        host_port,
+        extra_hosts: vec![],
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+/// SDP's labels for a service unit of this world's micro agent.
+fn sdp_labels(w: &World, sandbox: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (LABEL_MANAGED, "true".to_string()),
+        (LABEL_AGENT, w.agent_name("micro")),
+        (LABEL_SANDBOX, sandbox.to_string()),
+        (LABEL_ROLE, "service".to_string()),
+        (LABEL_UNIT, "eredar".to_string()),
+    ]
+}
+
 async fn healed(w: &World, sb: &str, what: &str) -> SandboxStatus {
     w.wait_until(sb, HEAL_WITHIN, &format!("healed after `{what}`"), |s| {
         s.phase == Phase::Ready && s.drift.iter().any(|d| d.what.starts_with(what))
@@ -106,25 +136,7 @@ async fn container_drift_is_reported_and_healed() {
         )
         .await
         .unwrap();
-    let lookalike = ContainerSpec {
-        name: name.clone(),
-        image: RUNTIME_IMAGE.into(),
-        cmd: Some(vec!["sleep".into(), "600".into()]),
-        env: vec![],
-        binds: vec![],
-        container_port: 8080,
-        host_ip: w.address.clone(),
-        host_port: w.ports.nth(5),
-        extra_hosts: vec![],
-        labels: [
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_AGENT.to_string(), w.agent_name("micro")),
-            (LABEL_SANDBOX.to_string(), sb.clone()),
-            (LABEL_ROLE.to_string(), "service".to_string()),
-            (LABEL_UNIT.to_string(), "eredar".to_string()),
-        ]
-        .into(),
-    };
+    let lookalike = by_hand(&w, &name, w.ports.nth(5), &sdp_labels(&w, &sb));
     w.engine
         .create_and_start(&lookalike, "by-hand")
         .await
@@ -247,25 +259,12 @@ async fn orphans_are_collected_and_deletions_while_down_complete() {
     };
 
     // A container labelled as the agent's that no record wants.
-    let orphan = ContainerSpec {
-        name: "sdp-orphans-ghost-eredar".into(),
-        image: RUNTIME_IMAGE.into(),
-        cmd: Some(vec!["sleep".into(), "600".into()]),
-        env: vec![],
-        binds: vec![],
-        container_port: 8080,
-        host_ip: w.address.clone(),
-        host_port: w.ports.nth(6),
-        extra_hosts: vec![],
-        labels: [
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_AGENT.to_string(), w.agent_name("micro")),
-            (LABEL_SANDBOX.to_string(), "orphans-ghost".to_string()),
-            (LABEL_ROLE.to_string(), "service".to_string()),
-            (LABEL_UNIT.to_string(), "eredar".to_string()),
-        ]
-        .into(),
-    };
+    let orphan = by_hand(
+        &w,
+        "sdp-orphans-ghost-eredar",
+        w.ports.nth(6),
+        &sdp_labels(&w, "orphans-ghost"),
+    );
     w.engine.create_and_start(&orphan, "by-hand").await.unwrap();
     let start = std::time::Instant::now();
     loop {
@@ -336,18 +335,7 @@ async fn a_container_it_does_not_own_is_named_left_alone_and_retried_with_backof
         .await
         .unwrap();
     // Someone else's container takes the name (no SDP labels at all).
-    let squatter = ContainerSpec {
-        name: name.clone(),
-        image: RUNTIME_IMAGE.into(),
-        cmd: Some(vec!["sleep".into(), "600".into()]),
-        env: vec![],
-        binds: vec![],
-        container_port: 8080,
-        host_ip: w.address.clone(),
-        host_port: w.ports.nth(7),
-        extra_hosts: vec![],
-        labels: [("sdp.e2e".to_string(), w.name.clone())].into(),
-    };
+    let squatter = by_hand(&w, &name, w.ports.nth(7), &[("sdp.e2e", w.name.clone())]);
     let squatter_id = w
         .engine
         .create_and_start(&squatter, "someone")
