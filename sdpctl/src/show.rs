@@ -229,10 +229,11 @@ pub fn render_status(st: &SandboxStatus) -> String {
     if !st.drift.is_empty() {
         s.push_str("Drift (found and put back):\n");
         let now = now_ms();
-        let mut t = Table::new(&["WHEN", "UNIT", "WHAT", "FOUND", "DESIRED"]);
+        let mut t = Table::new(&["WHEN", "AGENT", "UNIT", "WHAT", "FOUND", "DESIRED"]);
         for d in st.drift.iter().rev().take(10) {
             t.row(vec![
                 format!("{} ago", human(now.saturating_sub(d.at_ms))),
+                d.agent.clone(),
                 d.unit.clone(),
                 d.what.clone(),
                 d.found.clone().unwrap_or_else(|| "-".into()),

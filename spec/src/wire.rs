@@ -312,6 +312,9 @@ pub struct UnitReport {
     pub container_state: Option<String>,
     pub host_port: u16,
     pub ready: bool,
+    /// The result of the service's health check, when it has one.
+    #[serde(default)]
+    pub healthy: Option<bool>,
     /// Where the branch points now (the running commit should match it,
     /// unless the commit is pinned).
     #[serde(default)]
@@ -367,6 +370,9 @@ impl RouteReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftEvent {
     pub at_ms: u64,
+    /// The agent that found it (where).
+    #[serde(default)]
+    pub agent: String,
     /// The unit it concerns (service or gateway name).
     pub unit: String,
     /// What drifted, in plain words.

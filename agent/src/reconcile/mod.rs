@@ -222,6 +222,7 @@ impl Reconciler {
         };
         self.collected.push_back(DriftEvent {
             at_ms: now_ms(),
+            agent: self.cfg.name.clone(),
             unit,
             what,
             desired: None,
@@ -454,7 +455,8 @@ impl Reconciler {
             return;
         }
         let kept = self.drift.entry(sandbox.to_string()).or_default();
-        for e in events {
+        for mut e in events {
+            e.agent = self.cfg.name.clone();
             tracing::warn!(unit = %e.unit, what = %e.what, found = e.found.as_deref().unwrap_or(""), desired = e.desired.as_deref().unwrap_or(""), "drift");
             kept.push_back(e);
         }

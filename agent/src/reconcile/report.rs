@@ -73,6 +73,7 @@ pub(super) fn build_report(
                 container_state: current.map(|c| c.state.clone()),
                 host_port: u.host_port,
                 ready,
+                healthy: u.healthy,
                 branch_head: u.branch_head.clone(),
                 pinned: u.pinned,
                 container_status: current.map(|c| c.status.clone()).filter(|s| !s.is_empty()),
@@ -120,6 +121,7 @@ pub(super) fn drift_events(u: &Unit, plan: &[Action]) -> Vec<DriftEvent> {
     let Ok(d) = &u.desired else { return Vec::new() };
     let event = |what: String, desired: Option<String>, found: Option<String>| DriftEvent {
         at_ms: now_ms(),
+        agent: String::new(),
         unit: u.id.name.clone(),
         what,
         desired,

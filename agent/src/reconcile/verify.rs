@@ -126,6 +126,7 @@ impl Reconciler {
                 .iter()
                 .map(|(k, want, got)| DriftEvent {
                     at_ms: now_ms(),
+                    agent: String::new(),
                     unit: u.id.name.clone(),
                     what: format!("the gateway serves a stale value for {k}"),
                     desired: Some(want.clone()),
