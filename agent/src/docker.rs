@@ -32,6 +32,11 @@ pub const LABEL_COMMIT: &str = "sdp.commit";
 pub const LABEL_BRANCH: &str = "sdp.branch";
 pub const LABEL_IMAGE: &str = "sdp.image";
 pub const LABEL_HOST_PORT: &str = "sdp.host-port";
+/// Hashes of parts of the spec, so a replacement can say what changed
+/// (values, which may be secrets, never go into labels).
+pub const LABEL_ENV_HASH: &str = "sdp.env-hash";
+pub const LABEL_CMD_HASH: &str = "sdp.cmd-hash";
+pub const LABEL_BINDS_HASH: &str = "sdp.binds-hash";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

@@ -55,6 +55,17 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A pinned commit, as the cache knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// On the branch: its full id.
+    OnBranch(String),
+    /// Known, but not on the branch.
+    Elsewhere,
+    /// Not a commit the cache has (nor, so, the branch).
+    Unknown,
+}
+
 /// The result of asking the remote where a branch is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
@@ -221,14 +232,9 @@ impl Git {
         Ok(())
     }
 
-    /// The full id of `spec` (a possibly abbreviated commit id) if the cache
-    /// has it and it is `head` or an ancestor of it (it belongs to the branch).
-    pub fn commit_in_branch(
-        &self,
-        url: &str,
-        spec: &str,
-        head: &str,
-    ) -> Result<Option<String>, GitError> {
+    /// Where `spec` (a possibly abbreviated commit id) stands against the
+    /// branch whose head is `head`.
+    pub fn commit_in_branch(&self, url: &str, spec: &str, head: &str) -> Result<Pinned, GitError> {
         let repo = self.open_cache(url)?;
         let path = self.cache_path(url);
         let err = |m: String| GitError::Cache {
@@ -236,10 +242,10 @@ impl Git {
             message: m,
         };
         let Ok(obj) = repo.revparse_single(spec) else {
-            return Ok(None);
+            return Ok(Pinned::Unknown);
         };
         let Ok(commit) = obj.peel_to_commit() else {
-            return Ok(None);
+            return Ok(Pinned::Unknown);
         };
         let head = Oid::from_str(head).map_err(|e| err(e.message().to_string()))?;
         let id = commit.id();
@@ -247,7 +253,11 @@ impl Git {
             || repo
                 .graph_descendant_of(head, id)
                 .map_err(|e| err(e.message().to_string()))?;
-        Ok(belongs.then(|| id.to_string()))
+        Ok(if belongs {
+            Pinned::OnBranch(id.to_string())
+        } else {
+            Pinned::Elsewhere
+        })
     }
 
     /// The commit checked out at `path`, if it is a checkout.

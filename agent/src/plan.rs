@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use sdp_spec::wire::Role;
 
 use crate::docker::{
-    ContainerSpec, LABEL_COMMIT, LABEL_HOST_PORT, LABEL_IMAGE, LABEL_ROLE, LABEL_SANDBOX,
-    LABEL_SPEC_HASH, LABEL_UNIT, Observed,
+    ContainerSpec, LABEL_BINDS_HASH, LABEL_CMD_HASH, LABEL_COMMIT, LABEL_ENV_HASH, LABEL_HOST_PORT,
+    LABEL_IMAGE, LABEL_ROLE, LABEL_SANDBOX, LABEL_SPEC_HASH, LABEL_UNIT, Observed,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -300,8 +300,17 @@ fn why_replace(d: &DesiredUnit, c: &Observed) -> String {
             d.container.host_port
         ));
     }
+    for (label, what) in [
+        (LABEL_CMD_HASH, "command"),
+        (LABEL_ENV_HASH, "environment"),
+        (LABEL_BINDS_HASH, "mounts"),
+    ] {
+        if c.label(label) != d.container.labels.get(label).map(String::as_str) {
+            why.push(format!("{what} changed"));
+        }
+    }
     if why.is_empty() {
-        "command, environment or mounts changed".into()
+        "its configuration changed".into()
     } else {
         why.join(", ")
     }
@@ -497,10 +506,13 @@ mod tests {
         );
         let mut d = desired();
         d.container.env = vec!["A=b".into()];
-        assert!(
-            names(&plan_unit(&d, &converged()))[0]
-                .ends_with("(command, environment or mounts changed)")
-        );
+        d.container
+            .labels
+            .insert(LABEL_ENV_HASH.into(), "new".into());
+        assert!(names(&plan_unit(&d, &converged()))[0].ends_with("(environment changed)"));
+        let mut d = desired();
+        d.container.env = vec!["A=b".into()];
+        assert!(names(&plan_unit(&d, &converged()))[0].ends_with("(its configuration changed)"));
     }
 
     #[test]

@@ -220,10 +220,7 @@ fn common_diff(o: Common<'_>, n: Common<'_>) -> Vec<String> {
         out.push("repository changed".into());
     }
     if o.branch != n.branch {
-        out.push(format!(
-            "branch {} -> {} (its head commit is deployed)",
-            o.branch, n.branch
-        ));
+        out.push(format!("branch {} -> {}", o.branch, n.branch));
     }
     field("image", &o.image, &n.image, &mut out);
     if o.command != n.command {
@@ -376,7 +373,7 @@ mod tests {
             l,
             [
                 "gw erangel Route eredar_url: http://10.0.0.5:9001/ -> OCP default",
-                "micro eredar Replace branch main -> feature/x (its head commit is deployed); image img:1 -> img:2; env SECRET changed; host port 9001 -> 9002",
+                "micro eredar Replace branch main -> feature/x; image img:1 -> img:2; env SECRET changed; host port 9001 -> 9002",
             ]
         );
         assert!(!l.concat().contains("value"), "env values are never shown");

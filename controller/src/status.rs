@@ -47,6 +47,7 @@ pub fn sandbox_status(sb: &Sandbox, revision: u64, inp: &Inputs<'_>) -> SandboxS
             last_report_age_ms: age,
             stale: stale && info.is_some(),
             converged,
+            current: report.is_some_and(|r| Some(&r.target_generation) == expected.as_ref()),
         });
         match (info, report) {
             (None, _) => problems.push((
@@ -242,6 +243,7 @@ pub fn deleting_status(t: &Tombstone, inp: &Inputs<'_>) -> SandboxStatus {
             last_report_age_ms: age,
             stale: age.is_some_and(|x| x > inp.stale_after_ms),
             converged: done,
+            current: report.is_some(),
         });
     }
     SandboxStatus {

@@ -45,6 +45,7 @@ impl Api {
         let user = ["SDP_USER", "USER", "LOGNAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .or_else(user_of_this_process)
             .unwrap_or_else(|| "unknown".into());
         Self {
             http,
@@ -134,4 +135,22 @@ impl Api {
         self.send(self.http.get(format!("{}/v1/sandboxes", self.base)))
             .await
     }
+}
+
+/// The name of the process's user, from /proc and /etc/passwd (as `whoami`).
+fn user_of_this_process() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_string())
+    });
+    Some(name.unwrap_or_else(|| format!("uid {uid}")))
 }

@@ -112,6 +112,24 @@ pub async fn apply(
         println!("{}", serde_json::to_string_pretty(&resp)?);
     } else if opts.plan_only {
         print!("{}", render_plan(&resp.plan));
+        for r in resp
+            .results
+            .iter()
+            .filter(|r| r.action != ApplyAction::Unchanged)
+        {
+            if resp.plan.is_empty() {
+                println!(
+                    "(the record {}/{} would be {} all the same)",
+                    r.kind,
+                    r.name,
+                    if r.action == ApplyAction::Created {
+                        "created"
+                    } else {
+                        "updated"
+                    }
+                );
+            }
+        }
     } else {
         for r in &resp.results {
             let word = match r.action {
@@ -169,7 +187,8 @@ pub async fn wait_ready(api: &Api, sandboxes: &[String], timeout: Duration) -> a
                         .unwrap_or_default()
                 ),
             )];
-            for u in &st.units {
+            let picked_up = st.agents.iter().all(|a| a.current);
+            for u in st.units.iter().filter(|_| picked_up) {
                 let state = match (&u.error, u.ready) {
                     (Some(e), _) => format!("error: {e}"),
                     (None, true) => format!(

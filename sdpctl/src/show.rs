@@ -75,10 +75,22 @@ pub async fn get(api: &Api, kind: Kind, name: Option<&str>, out: Output) -> anyh
                             .gateway
                             .as_ref()
                             .map_or("-".into(), |g| format!("{}:{}", g.branch, g.host_port));
+                        let routed: Vec<String> = s
+                            .services
+                            .iter()
+                            .filter(|(_, svc)| svc.route && s.gateway.is_some())
+                            .map(|(n, _)| n.to_string())
+                            .collect();
+                        let routed = if routed.is_empty() {
+                            "-".into()
+                        } else {
+                            routed.join(",")
+                        };
                         t.row(vec![
                             s.name.to_string(),
                             phase,
                             services.join(","),
+                            routed,
                             gw,
                             r.revision.to_string(),
                         ]);
@@ -145,7 +157,11 @@ pub fn render_status(st: &SandboxStatus) -> String {
         }
         s.push_str(&t.render("  "));
     }
-    s.push_str("Units:\n");
+    let oldest = st.agents.iter().filter_map(|a| a.last_report_age_ms).max();
+    let as_of = oldest
+        .map(|ms| format!(" (as the agents last saw them, {} ago)", human(ms)))
+        .unwrap_or_default();
+    s.push_str(&format!("Units{as_of}:\n"));
     let short = |c: &str| c[..c.len().min(12)].to_string();
     let mut t = Table::new(&[
         "ROLE",
@@ -193,10 +209,15 @@ pub fn render_status(st: &SandboxStatus) -> String {
     s.push_str(&t.render("  "));
     if !st.routes.is_empty() {
         let probed = st.routes.iter().any(|r| r.served.is_some());
-        s.push_str(if probed {
-            "Routes (as the running gateway serves them):\n"
+        s.push_str(&if probed {
+            format!(
+                "Routes (as the running gateway served them{}):\n",
+                as_of
+                    .trim_start_matches(" (as the agents last saw them")
+                    .trim_end_matches(')')
+            )
         } else {
-            "Routes (from the gateway's config file; the gateway was not probed):\n"
+            "Routes (from the gateway's config file; the gateway was not probed):\n".to_string()
         });
         let mut t = Table::new(&["SERVICE", "KEY", "TO", "VALUE", "OCP DEFAULT", "NOTE"]);
         for r in &st.routes {

@@ -415,6 +415,10 @@ pub struct AgentProgress {
     pub stale: bool,
     /// The agent reports this sandbox's current generation as converged.
     pub converged: bool,
+    /// The agent's report is about the current generation (it has picked up
+    /// the latest change), converged or not.
+    #[serde(default)]
+    pub current: bool,
 }
 
 /// One agent as the controller sees it, with what it cleaned up lately.

@@ -9,11 +9,12 @@ use sdp_spec::wire::{GatewayWork, Role, SandboxWork, ServiceWork, content_hash};
 
 use super::{Failure, Reconciler, short};
 use crate::docker::{
-    ContainerSpec, LABEL_AGENT, LABEL_BRANCH, LABEL_COMMIT, LABEL_HOST_PORT, LABEL_IMAGE,
-    LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX, LABEL_UNIT, Observed,
+    ContainerSpec, LABEL_AGENT, LABEL_BINDS_HASH, LABEL_BRANCH, LABEL_CMD_HASH, LABEL_COMMIT,
+    LABEL_ENV_HASH, LABEL_HOST_PORT, LABEL_IMAGE, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX,
+    LABEL_UNIT, Observed,
 };
 use crate::gateway::{MapPlan, PROBE_FILE, plan_map, probe_script, web_root};
-use crate::git::Git;
+use crate::git::{Git, Pinned};
 use crate::layout;
 use crate::plan::{BuildStep, DesiredConfig, DesiredUnit, ObservedUnit, UnitId};
 
@@ -149,12 +150,18 @@ impl Reconciler {
             (LABEL_IMAGE.to_string(), c.image.to_string()),
             (LABEL_HOST_PORT.to_string(), c.host_port.to_string()),
         ]);
+        let mut labels = labels;
+        let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let binds = vec![format!("{}:{}", c.checkout.display(), c.mount)];
+        labels.insert(LABEL_ENV_HASH.into(), content_hash(&env));
+        labels.insert(LABEL_CMD_HASH.into(), content_hash(&c.cmd));
+        labels.insert(LABEL_BINDS_HASH.into(), content_hash(&binds));
         ContainerSpec {
             name: format!("sdp-{}-{}", id.sandbox, id.name),
             image: c.image.to_string(),
             cmd: c.cmd,
-            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            binds: vec![format!("{}:{}", c.checkout.display(), c.mount)],
+            env,
+            binds,
             container_port: c.container_port,
             host_ip: self.cfg.bind_ip.clone(),
             host_port: c.host_port,
@@ -228,9 +235,14 @@ impl Reconciler {
         match tokio::task::spawn_blocking(move || git.commit_in_branch(&repo, &p, &h)).await {
             Err(e) => Err(Failure::transient(e.to_string())),
             Ok(Err(e)) => Err(Failure::transient(e.to_string())),
-            Ok(Ok(Some(full))) => Ok(full),
-            Ok(Ok(None)) => Err(Failure::blocked(format!(
+            Ok(Ok(Pinned::OnBranch(full))) => Ok(full),
+            Ok(Ok(Pinned::Elsewhere)) => Err(Failure::blocked(format!(
                 "commit {pin} is not on branch {}",
+                w.branch
+            ))),
+            Ok(Ok(Pinned::Unknown)) => Err(Failure::blocked(format!(
+                "commit {pin} does not exist in {} (branch {} was fetched)",
+                crate::git::redact_url(&w.repo),
                 w.branch
             ))),
         }

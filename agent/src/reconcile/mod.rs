@@ -432,7 +432,7 @@ impl Reconciler {
                 h.next = Instant::now() + wait;
                 if let Some(m) = report.message.as_mut() {
                     m.push_str(&format!(
-                        " (attempt {}; next try in {}s)",
+                        " (attempt {}; looked at again in {}s)",
                         h.backoff.failures(),
                         wait.as_secs().max(1)
                     ));

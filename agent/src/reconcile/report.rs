@@ -76,7 +76,11 @@ pub(super) fn build_report(
                 healthy: u.healthy,
                 branch_head: u.branch_head.clone(),
                 pinned: u.pinned,
-                container_status: current.map(|c| c.status.clone()).filter(|s| !s.is_empty()),
+                // Docker's "Up 3 seconds" ages as soon as it is read; only
+                // what says something is wrong is worth keeping.
+                container_status: current
+                    .map(|c| c.status.clone())
+                    .filter(|s| !s.is_empty() && !s.starts_with("Up ")),
                 restarts: u.restarts,
                 blocked: error.as_ref().is_some_and(|e| e.blocked),
                 error: error.map(|e| e.message),
