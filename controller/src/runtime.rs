@@ -24,3 +24,16 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
     }
 }
+
+/// Parses the command line; on a usage error prints it and gives the exit
+/// code: 64 for bad usage, 0 for `--help` and `--version`.
+pub fn parse_args<T: clap::Parser>() -> Result<T, std::process::ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(64)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
+}

@@ -39,6 +39,29 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs git in `dir` (as the test's own committer); its trimmed output.
+pub fn git(args: &[&str], dir: &Path) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=e2e",
+            "-c",
+            "user.email=e2e@sdp.invalid",
+            "-c",
+            "advice.detachedHead=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The `sdp-agent` binary of this build (built if missing).
 pub fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -340,20 +363,6 @@ impl World {
             .dir
             .path()
             .join(format!("push-{repo}-{}", greeting.len()));
-        let git = |args: &[&str], dir: &Path| -> String {
-            let out = std::process::Command::new("git")
-                .args(["-c", "user.name=e2e", "-c", "user.email=e2e@sdp.invalid"])
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("git runs");
-            assert!(
-                out.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
         let url = self.git_dir.join(format!("{repo}.git"));
         git(
             &[
@@ -460,19 +469,6 @@ impl World {
             .dir
             .path()
             .join(format!("push-{}", branch.replace('/', "-")));
-        let git = |args: &[&str], dir: &Path| {
-            let out = std::process::Command::new("git")
-                .args(["-c", "user.name=e2e", "-c", "user.email=e2e@sdp.invalid"])
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("git runs");
-            assert!(
-                out.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
         let repo = self.git_dir.join("erangel.git");
         git(
             &[

@@ -171,29 +171,11 @@ async fn checkout_and_branch_drift_and_pins() {
         return;
     };
     let checkout = w.checkout("micro", &sb, "service-eredar");
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&checkout)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| sdp_e2e::git(args, &checkout);
     let deployed = git(&["rev-parse", "HEAD"]);
 
     // HEAD moved by hand (to the previous commit).
-    git(&[
-        "-c",
-        "advice.detachedHead=false",
-        "checkout",
-        "-q",
-        "HEAD~1",
-    ]);
+    git(&["checkout", "-q", "HEAD~1"]);
     healed(&w, &sb, "the checkout was moved to another commit").await;
     assert_eq!(git(&["rev-parse", "HEAD"]), deployed, "put back");
 

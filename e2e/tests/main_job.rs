@@ -12,14 +12,10 @@ use sdp_spec::wire::{Phase, Role, SandboxStatus};
 const READY_WITHIN: Duration = Duration::from_secs(240);
 
 fn git_head(world: &World, repo: &str, branch: &str) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(world.git_dir.join(format!("{repo}.git")))
-        .args(["rev-parse", branch])
-        .output()
-        .expect("git rev-parse");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    sdp_e2e::git(
+        &["rev-parse", branch],
+        &world.git_dir.join(format!("{repo}.git")),
+    )
 }
 
 fn unit<'a>(st: &'a SandboxStatus, name: &str) -> &'a sdp_spec::wire::UnitReport {
