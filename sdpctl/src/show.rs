@@ -280,22 +280,76 @@ pub async fn history(api: &Api, kind: Kind, name: &str, out: Output) -> anyhow::
     }
     let mut t = Table::new(&["REVISION", "WHEN", "BY", "CHANGE"]);
     let now = now_ms();
+    let mut previous: Option<&serde_json::Value> = None;
     for e in &entries {
         let at = e["at_ms"].as_u64().unwrap_or(0);
-        let change = if e["record"].is_null() {
-            "deleted"
-        } else {
-            "applied"
+        let spec = e["record"].get("spec");
+        let change = match (previous, spec) {
+            (_, None) => "deleted".to_string(),
+            (None, Some(_)) => "created".to_string(),
+            (Some(old), Some(new)) => {
+                let mut changes = Vec::new();
+                spec_changes(old, new, "", &mut changes);
+                if changes.is_empty() {
+                    "applied again, unchanged".into()
+                } else {
+                    changes.join("; ")
+                }
+            }
         };
+        previous = spec;
         t.row(vec![
             e["revision"].to_string(),
             format!("{} ago", human(now.saturating_sub(at))),
             e["by"].as_str().unwrap_or("").to_string(),
-            change.into(),
+            change,
         ]);
     }
     print!("{}", t.render(""));
     Ok(())
+}
+
+/// What changed between two versions of a record, field by field. Values
+/// under `env` are never shown: they may be secrets.
+fn spec_changes(
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let shown = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let hidden = path.split('.').any(|p| p == "env");
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => spec_changes(x, y, &sub, out),
+                    (None, Some(y)) if hidden || y.is_object() => out.push(format!("{sub} added")),
+                    (None, Some(y)) => out.push(format!("{sub} = {}", shown(y))),
+                    (Some(_), None) => out.push(format!("{sub} removed")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (a, b) if a != b => {
+            if hidden {
+                out.push(format!("{path} changed"));
+            } else {
+                out.push(format!("{path}: {} -> {}", shown(a), shown(b)));
+            }
+        }
+        _ => {}
+    }
 }
 
 fn yes_no(b: bool) -> String {

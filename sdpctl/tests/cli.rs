@@ -96,8 +96,35 @@ async fn apply_a_directory_then_get_and_delete() {
         "{stdout}"
     );
 
+    let changed = ctl.dir.path().join("alice.toml");
+    let alice = std::fs::read_to_string(examples().join("sandboxes/alice-checkout.toml")).unwrap();
+    std::fs::write(
+        &changed,
+        alice
+            .replace("feature/PAY-123", "main")
+            .replace("\"debug\"", "\"secret-value\""),
+    )
+    .unwrap();
+    assert!(
+        sdpctl(&ctl, &["apply", "-f", changed.to_str().unwrap()])
+            .await
+            .status
+            .success()
+    );
     let out = sdpctl(&ctl, &["history", "sandbox", "alice-checkout"]).await;
-    assert!(text(&out).0.contains("tester"), "{}", text(&out).0);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("tester"), "{stdout}");
+    assert!(stdout.contains("created"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "services.eredar.branch: feature/PAY-123 -> main; services.eredar.env.LOG_LEVEL changed"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("secret-value"),
+        "env values are not shown: {stdout}"
+    );
 
     let out = sdpctl(&ctl, &["delete", "service", "eredar"]).await;
     assert_eq!(out.status.code(), Some(1));
