@@ -109,6 +109,19 @@ impl Api {
         .await
     }
 
+    /// The catalog (eredar, erangel) and sandbox `alice`, applied and checked.
+    async fn seed_alice(&self) {
+        let alice = sandbox("alice", 9001, 8101);
+        let (st, v) = self
+            .apply(&[
+                ("e.toml", EREDAR),
+                ("g.toml", GATEWAY),
+                ("alice.toml", &alice),
+            ])
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+
     async fn revision_and_count(&self) -> (u64, usize) {
         let (_, sb) = self.call("GET", "/v1/records/sandbox", None).await;
         let (_, svc) = self.call("GET", "/v1/records/service", None).await;
@@ -259,15 +272,7 @@ async fn bad_input_is_refused_whole_and_stores_nothing() {
 #[tokio::test]
 async fn host_port_conflict_across_sandboxes_names_the_holder() {
     let api = Api::new().await;
-    let alice = sandbox("alice", 9001, 8101);
-    let (st, _) = api
-        .apply(&[
-            ("e.toml", EREDAR),
-            ("g.toml", GATEWAY),
-            ("alice.toml", &alice),
-        ])
-        .await;
-    assert_eq!(st, StatusCode::OK);
+    api.seed_alice().await;
     let before = api.revision_and_count().await;
 
     let bob = sandbox("bob", 9001, 8102);
@@ -296,13 +301,7 @@ async fn host_port_conflict_across_sandboxes_names_the_holder() {
 #[tokio::test]
 async fn delete_removes_and_refuses_what_is_in_use() {
     let api = Api::new().await;
-    let alice = sandbox("alice", 9001, 8101);
-    api.apply(&[
-        ("e.toml", EREDAR),
-        ("g.toml", GATEWAY),
-        ("alice.toml", &alice),
-    ])
-    .await;
+    api.seed_alice().await;
     let (st, v) = api.call("DELETE", "/v1/records/service/eredar", None).await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert!(
@@ -391,12 +390,7 @@ async fn long_poll_answers_on_change_and_waits_otherwise() {
 #[tokio::test]
 async fn routes_use_the_advertised_address_of_the_service_agent() {
     let api = Api::new().await;
-    api.apply(&[
-        ("e.toml", EREDAR),
-        ("g.toml", GATEWAY),
-        ("a.toml", &sandbox("alice", 9001, 8101)),
-    ])
-    .await;
+    api.seed_alice().await;
     let (_, gw) = api
         .call(
             "GET",
@@ -434,14 +428,7 @@ async fn everything_acknowledged_survives_a_restart() {
             router: app(state),
             _dir: tempfile::tempdir().unwrap(),
         };
-        let (st, _) = api
-            .apply(&[
-                ("e.toml", EREDAR),
-                ("g.toml", GATEWAY),
-                ("a.toml", &sandbox("alice", 9001, 8101)),
-            ])
-            .await;
-        assert_eq!(st, StatusCode::OK);
+        api.seed_alice().await;
         api.call(
             "GET",
             "/v1/agents/micro/assignments?advertise=10.1.1.1",
@@ -503,12 +490,7 @@ async fn apply_requests_are_strict() {
 #[tokio::test]
 async fn gateways_sandboxes_run_without_naming_them_are_protected() {
     let api = Api::new().await;
-    api.apply(&[
-        ("e.toml", EREDAR),
-        ("g.toml", GATEWAY),
-        ("a.toml", &sandbox("alice", 9001, 8101)),
-    ])
-    .await;
+    api.seed_alice().await;
     let (st, v) = api
         .call("DELETE", "/v1/records/gateway/erangel", None)
         .await;
